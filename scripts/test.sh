@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine, as root: installs what the tests need,
+# builds, and runs every test. Tests build their own network namespaces and never touch the
+# root namespace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+require_root
+install_missing ip iproute2 nft nftables ping iputils-ping
+
+cargo build --features failpoints --all-targets
+cargo test --features failpoints -- --test-threads "${TEST_THREADS:-4}"

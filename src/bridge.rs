@@ -1,0 +1,536 @@
+//! The bridge driver: attach a container namespace to a network's bridge, detach it, and keep
+//! the network's host-side state (bridge, gateway address, sysctls, firewall elements).
+//!
+//! attach = validate, record the plan, then apply; any failure rolls back through the same
+//! idempotent steps as detach, so a half-made endpoint never survives. A process killed at any
+//! point leaves a record (written before the first change) that detach or GC cleans up.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::failpoint;
+use crate::firewall::{Firewall, FirewallError, NetworkRules, PortMapping};
+use crate::ipam::{Ipam, IpamError, Pool};
+use crate::netlink::{Handle, Mac, NetlinkError, Route, VethSpec};
+use crate::netns::{write_sysctl, Netns, NetnsError};
+use crate::network::{validate_id, validate_ifname, NetworkConfig, NetworkError, StateDir};
+use crate::util::{
+    create_exclusive, ensure_dir, fnv1a64, read_if_exists, remove_if_exists, write_atomic,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error("{step}: {source}")]
+    Netlink {
+        step: &'static str,
+        #[source]
+        source: NetlinkError,
+    },
+    #[error("container {container_id:?} already has interface {ifname:?} on network {network:?}")]
+    AlreadyAttached {
+        network: String,
+        container_id: String,
+        ifname: String,
+    },
+    #[error("interface {ifname:?} already exists in {netns}")]
+    IfnameTaken { ifname: String, netns: PathBuf },
+    #[error("state {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Failpoint(#[from] failpoint::Triggered),
+    #[error("detach finished with errors: {0}")]
+    Detach(String),
+}
+
+fn nl(step: &'static str) -> impl FnOnce(NetlinkError) -> DriverError {
+    move |source| DriverError::Netlink { step, source }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
+    move |source| DriverError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the container's address comes from.
+#[derive(Debug, Clone)]
+pub enum AddressRequest {
+    /// ferrynet's IPAM picks one (or reserves the one given).
+    Allocate(Option<Ipv4Addr>),
+    /// Already allocated elsewhere (an IPAM plugin); ferrynet only configures it.
+    External(Ipv4Net),
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    pub netns: PathBuf,
+    pub container_id: String,
+    pub ifname: String,
+    pub address: AddressRequest,
+    pub mac: Option<Mac>,
+    pub ports: Vec<PortMapping>,
+    /// Destinations routed via the gateway inside the container (default: 0.0.0.0/0).
+    pub routes: Vec<Ipv4Net>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointState {
+    /// Recorded, being applied (or the process died while applying it).
+    Attaching,
+    Ready,
+}
+
+/// One container interface on a network, as recorded on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: PathBuf,
+    pub host_veth: String,
+    pub host_ifindex: Option<u32>,
+    pub container_ifindex: Option<u32>,
+    pub ip: Option<Ipv4Net>,
+    pub gateway: Ipv4Addr,
+    pub mac: Mac,
+    pub ports: Vec<PortMapping>,
+    pub routes: Vec<Ipv4Net>,
+    /// Whether the address belongs to ferrynet's IPAM (and must be released on detach).
+    pub ipam: bool,
+    pub state: EndpointState,
+}
+
+/// The host-side veth name: derived from the endpoint's identity, so that cleanup finds it
+/// even when the record of it was never completed.
+pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
+    let h = fnv1a64(format!("{network}\0{container_id}\0{ifname}").as_bytes());
+    format!("vf{:012x}", h & 0xffff_ffff_ffff)
+}
+
+pub fn endpoint_key(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}:{ifname}")
+}
+
+/// The MTU of the interface holding the default route, or 1500.
+pub fn default_mtu() -> u32 {
+    let probe = || -> Result<Option<u32>, NetlinkError> {
+        let mut h = Handle::new()?;
+        let oif = h
+            .routes()?
+            .into_iter()
+            .find(|r| r.dst.prefix_len() == 0)
+            .and_then(|r| r.oif);
+        match oif {
+            Some(i) => Ok(h.link_by_index(i)?.map(|l| l.mtu)),
+            None => Ok(None),
+        }
+    };
+    probe()
+        .ok()
+        .flatten()
+        .unwrap_or(crate::network::DEFAULT_MTU)
+}
+
+pub struct Driver {
+    state: StateDir,
+}
+
+impl Driver {
+    pub fn new(state: StateDir) -> Driver {
+        Driver { state }
+    }
+
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    fn ipam(&self, net: &NetworkConfig) -> Ipam {
+        Ipam::new(
+            &self.state.ipam_dir(&net.name),
+            Pool::new(net.subnet, Some(net.gateway)),
+        )
+    }
+
+    fn record_path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
+        self.state
+            .endpoints_dir(network)
+            .join(format!("{}.json", endpoint_key(container_id, ifname)))
+    }
+
+    fn rules(net: &NetworkConfig) -> NetworkRules {
+        NetworkRules {
+            bridge: net.bridge.clone(),
+            subnet: net.subnet,
+            masquerade: net.masquerade,
+            isolate: net.isolate,
+        }
+    }
+
+    /// Makes the host side of a network exist: bridge (fixed MAC, MTU, gateway address, up),
+    /// ip_forward, route_localnet (published ports from the host's 127.0.0.1), and the firewall
+    /// elements. Cheap when everything is already there (two netlink lookups). Returns the
+    /// bridge's ifindex.
+    pub fn ensure_network(&self, h: &mut Handle, net: &NetworkConfig) -> Result<u32, DriverError> {
+        let bridge = match h.link_by_name(&net.bridge).map_err(nl("look up bridge"))? {
+            Some(link) if link.kind.as_deref() != Some("bridge") => {
+                return Err(crate::network::invalid(
+                    "bridge",
+                    &net.bridge,
+                    format!(
+                        "exists and is a {} device, not a bridge",
+                        link.kind.as_deref().unwrap_or("plain")
+                    ),
+                )
+                .into());
+            }
+            Some(link) => {
+                if !link.up {
+                    h.set_up(link.index).map_err(nl("set bridge up"))?;
+                }
+                link.index
+            }
+            None => {
+                match h.create_bridge(&net.bridge, net.mtu, Mac::from_seed(&net.bridge)) {
+                    Err(e) if !e.is(libc::EEXIST) => return Err(nl("create bridge")(e)),
+                    _ => {}
+                }
+                let link = h
+                    .link_by_name(&net.bridge)
+                    .map_err(nl("look up bridge"))?
+                    .ok_or_else(|| {
+                        nl("look up bridge")(NetlinkError::Malformed("bridge vanished"))
+                    })?;
+                match h.add_addr(link.index, net.gateway_net()) {
+                    Err(e) if !e.is(libc::EEXIST) => return Err(nl("add gateway address")(e)),
+                    _ => {}
+                }
+                let conf = format!("net/ipv4/conf/{}/route_localnet", net.bridge);
+                write_sysctl(&conf, "1").map_err(io_err(Path::new(&conf)))?;
+                // The bridge itself needs no IPv6 for an IPv4 network.
+                let _ = write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", net.bridge), "1");
+                h.set_up(link.index).map_err(nl("set bridge up"))?;
+                link.index
+            }
+        };
+        write_sysctl("net/ipv4/ip_forward", "1").map_err(io_err(Path::new("ip_forward")))?;
+        Firewall::open()?.ensure_network(&Self::rules(net))?;
+        Ok(bridge)
+    }
+
+    /// Removes a network's host-side state: bridge, firewall elements, IPAM state.
+    pub fn remove_network(&self, net: &NetworkConfig) -> Result<(), DriverError> {
+        let mut h = Handle::new().map_err(nl("open netlink"))?;
+        h.delete_link_by_name(&net.bridge)
+            .map_err(nl("delete bridge"))?;
+        Firewall::open()?.remove_network(&Self::rules(net))?;
+        self.ipam(net).destroy()?;
+        let dir = self.state.endpoints_dir(&net.name);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&dir)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn endpoint(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<Endpoint>, DriverError> {
+        let p = self.record_path(network, container_id, ifname);
+        match read_if_exists(&p).map_err(io_err(&p))? {
+            Some(data) => Ok(serde_json::from_slice(&data).ok()),
+            None => Ok(None),
+        }
+    }
+
+    pub fn endpoints(&self, network: &str) -> Result<Vec<Endpoint>, DriverError> {
+        let dir = self.state.endpoints_dir(network);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            if let Ok(Some(data)) = read_if_exists(&entry.path()) {
+                if let Ok(ep) = serde_json::from_slice::<Endpoint>(&data) {
+                    out.push(ep);
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
+        Ok(out)
+    }
+
+    fn write_record(&self, ep: &Endpoint, exclusive: bool) -> Result<(), DriverError> {
+        let p = self.record_path(&ep.network, &ep.container_id, &ep.ifname);
+        let data = serde_json::to_vec_pretty(ep).expect("serializable");
+        if exclusive {
+            let dir = self.state.endpoints_dir(&ep.network);
+            ensure_dir(&dir).map_err(io_err(&dir))?;
+            match create_exclusive(&p, &data) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(DriverError::AlreadyAttached {
+                        network: ep.network.clone(),
+                        container_id: ep.container_id.clone(),
+                        ifname: ep.ifname.clone(),
+                    })
+                }
+                r => r.map_err(io_err(&p)),
+            }
+        } else {
+            write_atomic(&p, &data).map_err(io_err(&p))
+        }
+    }
+
+    /// Attaches a container namespace to `net`. On error nothing of this endpoint remains.
+    pub fn attach(
+        &self,
+        net: &NetworkConfig,
+        req: &AttachRequest,
+    ) -> Result<Endpoint, DriverError> {
+        // 1. Validate everything before changing anything.
+        validate_id("container id", &req.container_id)?;
+        validate_ifname("ifname", &req.ifname)?;
+        let ns = Netns::open(&req.netns)?;
+        if let AddressRequest::External(ip) = req.address {
+            if !net.subnet.contains(&ip.addr()) {
+                return Err(crate::network::invalid(
+                    "ip",
+                    ip,
+                    format!("is outside {}", net.subnet),
+                )
+                .into());
+            }
+        }
+        let mut h = Handle::new().map_err(nl("open netlink"))?;
+        let bridge_index = self.ensure_network(&mut h, net)?;
+
+        // 2. Record the plan: from here on, detach can undo whatever happens next.
+        let mut ep = Endpoint {
+            network: net.name.clone(),
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+            netns: req.netns.clone(),
+            host_veth: host_veth_name(&net.name, &req.container_id, &req.ifname),
+            host_ifindex: None,
+            container_ifindex: None,
+            ip: match req.address {
+                AddressRequest::External(ip) => Some(ip),
+                AddressRequest::Allocate(_) => None,
+            },
+            gateway: net.gateway,
+            mac: req.mac.unwrap_or_else(Mac::random),
+            ports: req.ports.clone(),
+            routes: req.routes.clone(),
+            ipam: matches!(req.address, AddressRequest::Allocate(_)),
+            state: EndpointState::Attaching,
+        };
+        self.write_record(&ep, true)?;
+
+        // 3. Apply; on failure undo through detach's idempotent steps.
+        match self.apply(net, &mut h, &ns, bridge_index, req, &mut ep) {
+            Ok(()) => Ok(ep),
+            Err(e) => {
+                let _ = self.teardown(net, &ep);
+                Err(e)
+            }
+        }
+    }
+
+    fn apply(
+        &self,
+        net: &NetworkConfig,
+        h: &mut Handle,
+        ns: &Netns,
+        bridge_index: u32,
+        req: &AttachRequest,
+        ep: &mut Endpoint,
+    ) -> Result<(), DriverError> {
+        failpoint::hit("attach.recorded")?;
+        if let AddressRequest::Allocate(requested) = req.address {
+            let key = endpoint_key(&ep.container_id, &ep.ifname);
+            let ip = self.ipam(net).allocate(&key, requested)?;
+            ep.ip = Some(Ipv4Net::new(ip, net.subnet.prefix_len()).expect("valid prefix"));
+        }
+        let ip = ep.ip.expect("address decided");
+        failpoint::hit("attach.allocated")?;
+
+        h.create_veth(&VethSpec {
+            host_name: &ep.host_veth,
+            peer_name: &ep.ifname,
+            peer_netns: ns.fd(),
+            peer_mac: Some(ep.mac),
+            mtu: net.mtu,
+            master: Some(bridge_index),
+        })
+        .map_err(|e| {
+            if e.is(libc::EEXIST) && matches!(h.link_by_name(&ep.host_veth), Ok(None)) {
+                DriverError::IfnameTaken {
+                    ifname: ep.ifname.clone(),
+                    netns: ep.netns.clone(),
+                }
+            } else {
+                nl("create veth pair")(e)
+            }
+        })?;
+        failpoint::hit("attach.veth")?;
+
+        let (ifname, gateway, routes) = (ep.ifname.clone(), net.gateway, ep.routes.clone());
+        let (container_index, host_index) =
+            ns.run(move || configure_container(&ifname, ip, gateway, &routes))??;
+        ep.container_ifindex = Some(container_index);
+        ep.host_ifindex = Some(host_index);
+        failpoint::hit("attach.container")?;
+
+        // No IPv6 on the host-side port of an IPv4 network: every new port's link-local
+        // address, DAD and MLD reports are flooded to all other ports, making attach O(n).
+        let _ = write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", ep.host_veth), "1");
+        // Hairpin: with br_netfilter loaded, a container reaching its own published port is
+        // DNATed at bridge level and must go back out of the port it came in on.
+        h.set_port_up(host_index, net.hairpin)
+            .map_err(nl("set host veth up"))?;
+        failpoint::hit("attach.host")?;
+
+        if !ep.ports.is_empty() {
+            Firewall::open()?.add_ports(ip.addr(), &ep.ports)?;
+        }
+        failpoint::hit("attach.ports")?;
+
+        ep.state = EndpointState::Ready;
+        self.write_record(ep, false)
+    }
+
+    /// Detaches an endpoint: idempotent, works when the namespace is gone and after a crash at
+    /// any point of attach. Returns the record it removed, if there was one.
+    pub fn detach(
+        &self,
+        net: &NetworkConfig,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<Endpoint>, DriverError> {
+        validate_id("container id", container_id)?;
+        validate_ifname("ifname", ifname)?;
+        match self.endpoint(&net.name, container_id, ifname)? {
+            Some(ep) => {
+                self.teardown(net, &ep)?;
+                Ok(Some(ep))
+            }
+            None => {
+                // No record: at most leftovers of a crash before the record was written.
+                let mut h = Handle::new().map_err(nl("open netlink"))?;
+                h.delete_link_by_name(&host_veth_name(&net.name, container_id, ifname))
+                    .map_err(nl("delete host veth"))?;
+                self.ipam(net)
+                    .release(&endpoint_key(container_id, ifname))?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Undoes an endpoint in reverse order (firewall, links, address, record), best effort:
+    /// every step runs, errors are collected, and the record is kept if any step failed so
+    /// that a retry can finish the job.
+    fn teardown(&self, net: &NetworkConfig, ep: &Endpoint) -> Result<(), DriverError> {
+        let mut errors = Vec::new();
+        let key = endpoint_key(&ep.container_id, &ep.ifname);
+        let ip = ep.ip.map(|n| n.addr()).or_else(|| {
+            if ep.ipam {
+                self.ipam(net).lookup(&key).ok().flatten()
+            } else {
+                None
+            }
+        });
+        if let (Some(ip), false) = (ip, ep.ports.is_empty()) {
+            if let Err(e) = Firewall::open().and_then(|mut fw| fw.remove_ports(ip, &ep.ports)) {
+                errors.push(format!("unpublish ports: {e}"));
+            }
+        }
+        if let Err(e) = failpoint::hit("detach.ports") {
+            errors.push(e.to_string());
+        }
+        match Handle::new().and_then(|mut h| h.delete_link_by_name(&ep.host_veth)) {
+            Ok(_) => {}
+            Err(e) => errors.push(format!("delete {}: {e}", ep.host_veth)),
+        }
+        if let Err(e) = failpoint::hit("detach.veth") {
+            errors.push(e.to_string());
+        }
+        if ep.ipam {
+            if let Err(e) = self.ipam(net).release(&key) {
+                errors.push(format!("release address: {e}"));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(DriverError::Detach(errors.join("; ")));
+        }
+        let p = self.record_path(&ep.network, &ep.container_id, &ep.ifname);
+        remove_if_exists(&p).map_err(io_err(&p))?;
+        Ok(())
+    }
+}
+
+/// Inside the container's namespace: disable IPv6 DAD noise, address, up, lo up, routes.
+/// Returns (container ifindex, host veth ifindex).
+fn configure_container(
+    ifname: &str,
+    ip: Ipv4Net,
+    gateway: Ipv4Addr,
+    routes: &[Ipv4Net],
+) -> Result<(u32, u32), DriverError> {
+    let mut h = Handle::new().map_err(nl("open netlink in container"))?;
+    let link = h
+        .link_by_name(ifname)
+        .map_err(nl("look up container interface"))?
+        .ok_or_else(|| {
+            nl("look up container interface")(NetlinkError::Malformed("interface vanished"))
+        })?;
+    let host_index =
+        link.peer_index
+            .ok_or(nl("look up container interface")(NetlinkError::Malformed(
+                "veth without peer",
+            )))?;
+    // An IPv4 network: no IPv6 addresses, so no DAD wait and no multicast on the bridge.
+    let _ = write_sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "1");
+    h.add_addr(link.index, ip)
+        .map_err(nl("add container address"))?;
+    h.set_up(link.index)
+        .map_err(nl("set container interface up"))?;
+    h.set_up(1).map_err(nl("set lo up"))?;
+    for dst in routes {
+        let route = Route {
+            dst: *dst,
+            gateway: Some(gateway),
+            oif: Some(link.index),
+            onlink: false,
+        };
+        match h.add_route(&route) {
+            Err(e) if !e.is(libc::EEXIST) => return Err(nl("add container route")(e)),
+            _ => {}
+        }
+    }
+    Ok((link.index, host_index))
+}

@@ -1,0 +1,255 @@
+//! `ferrynet demo`: a throwaway host namespace with an uplink to a `world` namespace, a
+//! network, two containers, and the checks that show how packets flow — printed as it goes.
+//! Everything lives in namespaces named `ferrynet-demo-*`; the root namespace is untouched.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::bridge::{AddressRequest, AttachRequest, Driver, Endpoint};
+use crate::firewall::PortMapping;
+use crate::netlink::{Handle, VethSpec};
+use crate::netns::{self, Netns};
+use crate::network::{NetworkConfig, StateDir};
+use crate::probe::{fetch, greeting, Server};
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Keep the namespaces and state for exploration instead of cleaning up.
+    #[arg(long)]
+    keep: bool,
+}
+
+const HOST: &str = "ferrynet-demo-host";
+const WORLD: &str = "ferrynet-demo-world";
+const C1: &str = "ferrynet-demo-c1";
+const C2: &str = "ferrynet-demo-c2";
+const HOST_UPLINK: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
+const WORLD_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
+
+/// Removes the demo's namespaces and state when dropped (unless told to keep them).
+struct Cleanup {
+    state: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.keep {
+            println!(
+                "\nkept: namespaces {HOST}, {WORLD}, {C1}, {C2}; state {}",
+                self.state.display()
+            );
+            println!("explore with: ip netns exec {HOST} ferrynet network inspect demo (FERRYNET_STATE_DIR={})", self.state.display());
+            println!("remove with:  for n in {HOST} {WORLD} {C1} {C2}; do ip netns del $n; done");
+            return;
+        }
+        for n in [C1, C2, WORLD, HOST] {
+            let _ = netns::delete_named(n);
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
+        println!("\ncleaned up: namespaces and state removed");
+    }
+}
+
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+fn check(ok: bool, what: &str) -> Result<()> {
+    println!("  {} {what}", if ok { "ok  " } else { "FAIL" });
+    if !ok {
+        bail!("demo check failed: {what}");
+    }
+    Ok(())
+}
+
+pub fn run(a: DemoArgs) -> Result<()> {
+    for n in [HOST, WORLD, C1, C2] {
+        if netns::named_exists(n) {
+            bail!("namespace {n} exists (a kept demo?): remove it with `ip netns del {n}`");
+        }
+    }
+    let state = std::env::temp_dir().join(format!("ferrynet-demo-{}", std::process::id()));
+    let _cleanup = Cleanup {
+        state: state.clone(),
+        keep: a.keep,
+    };
+    step("topology: a host namespace, its uplink to a 'world' namespace, two containers");
+    let host = Netns::open(&netns::create_named(HOST)?)?;
+    let world = Netns::open(&netns::create_named(WORLD)?)?;
+    let c1 = Netns::open(&netns::create_named(C1)?)?;
+    let c2 = Netns::open(&netns::create_named(C2)?)?;
+    host.run(|| build_uplink(&world))??;
+    println!("  {HOST}: uplink0 {HOST_UPLINK}/24  <->  {WORLD}: wan0 {WORLD_IP}/24");
+
+    let st = StateDir::new(&state);
+    let driver = Driver::new(st.clone());
+    let net = NetworkConfig::new("demo", "10.90.0.0/24".parse()?, None, None, 1500)?;
+    step("ferrynet network create demo --subnet 10.90.0.0/24");
+    host.run(|| -> Result<()> {
+        st.insert(&net)?;
+        driver.ensure_network(&mut Handle::new()?, &net)?;
+        Ok(())
+    })??;
+    println!(
+        "  bridge {} with gateway {}/24, masquerade and isolation in nftables table inet ferrynet",
+        net.bridge, net.gateway
+    );
+
+    step("ferrynet attach: c1 (publishing 8080 -> 80) and c2");
+    let attach = |ns: &Netns, ports: Vec<PortMapping>| -> Result<Endpoint> {
+        let req = AttachRequest {
+            netns: ns.path().to_path_buf(),
+            container_id: ns
+                .path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+            ifname: "eth0".into(),
+            address: AddressRequest::Allocate(None),
+            mac: None,
+            ports,
+            routes: vec!["0.0.0.0/0".parse()?],
+        };
+        Ok(host.run(|| driver.attach(&net, &req))??)
+    };
+    let ep1 = attach(
+        &c1,
+        vec!["8080:80/tcp".parse().map_err(anyhow::Error::msg)?],
+    )?;
+    let ep2 = attach(&c2, vec![])?;
+    for ep in [&ep1, &ep2] {
+        println!(
+            "  {:<18} eth0 {} mac {}  <-veth->  host {} (ifindex {})",
+            ep.container_id,
+            ep.ip.unwrap(),
+            ep.mac,
+            ep.host_veth,
+            ep.host_ifindex.unwrap()
+        );
+    }
+
+    step("the veth pairing (ip link / brctl show)");
+    for (ns, ep) in [(&c1, &ep1), (&c2, &ep2)] {
+        // iflink, read over netlink: /sys shows the namespace sysfs was mounted in, not ours.
+        let eth0 = ns.run(|| Handle::new().and_then(|mut h| h.link_by_name("eth0")))??;
+        let iflink = eth0
+            .and_then(|l| l.peer_index)
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        let master = host.run(|| -> Result<Option<u32>> {
+            let mut h = Handle::new()?;
+            Ok(h.link_by_name(&ep.host_veth)?.and_then(|l| l.master))
+        })??;
+        let bridge = host.run(|| Handle::new().and_then(|mut h| h.link_by_name(&net.bridge)))??;
+        check(
+            iflink.trim() == ep.host_ifindex.unwrap().to_string(),
+            &format!(
+                "{}: /sys/class/net/eth0/iflink = {} = ifindex of host veth {}",
+                ep.container_id,
+                iflink.trim(),
+                ep.host_veth
+            ),
+        )?;
+        check(
+            master.is_some() && master == bridge.map(|b| b.index),
+            &format!("{} is a port of bridge {}", ep.host_veth, net.bridge),
+        )?;
+    }
+
+    step("same host: c1 -> c2 over the bridge (ARP, then L2 switching)");
+    let ip2 = ep2.ip.unwrap().addr();
+    let _c2_server = Server::start(&c2, Ipv4Addr::UNSPECIFIED, 7000, "c2")?;
+    let reply = fetch(&c1, ip2, 7000)?;
+    check(
+        reply == Some(greeting("c2")),
+        &format!("c1 connects to {ip2}:7000 and c2 answers"),
+    )?;
+    let neigh = c1.run(|| Handle::new().and_then(|mut h| h.neighbours(None)))??;
+    let learned = neigh.iter().find(|n| n.ip == ip2);
+    check(
+        learned.and_then(|n| n.mac) == Some(ep2.mac),
+        &format!("c1's ARP table (ip neigh): {ip2} lladdr {}", ep2.mac),
+    )?;
+
+    step("to the outside: c1 -> world, masqueraded to the host's uplink address");
+    let world_server = Server::start(&world, WORLD_IP, 80, "world")?;
+    let reply = fetch(&c1, WORLD_IP, 80)?;
+    check(
+        reply == Some(greeting("world")),
+        &format!("c1 reaches {WORLD_IP}:80 through the host"),
+    )?;
+    let seen = world_server.peers();
+    check(
+        seen.first() == Some(&HOST_UPLINK),
+        &format!(
+            "the world server saw source {} (the host's uplink), not c1's {}",
+            fmt_peers(&seen),
+            ep1.ip.unwrap().addr()
+        ),
+    )?;
+
+    step("published port: world -> host:8080 -> c1:80 (DNAT)");
+    let c1_server = Server::start(&c1, Ipv4Addr::UNSPECIFIED, 80, "c1")?;
+    let reply = fetch(&world, HOST_UPLINK, 8080)?;
+    check(
+        reply == Some(greeting("c1")),
+        &format!("world connects to {HOST_UPLINK}:8080 and c1 answers"),
+    )?;
+    let reply = fetch(&c2, HOST_UPLINK, 8080)?;
+    check(
+        reply == Some(greeting("c1")),
+        "hairpin: c2 reaches c1 through the host's published port",
+    )?;
+    drop(c1_server);
+
+    step("ferrynet detach");
+    for ep in [&ep1, &ep2] {
+        host.run(|| driver.detach(&net, &ep.container_id, &ep.ifname))??;
+        println!(
+            "  detached {} ({} deleted, {} released)",
+            ep.container_id,
+            ep.host_veth,
+            ep.ip.unwrap().addr()
+        );
+    }
+    if !a.keep {
+        host.run(|| driver.remove_network(&net))??;
+    }
+    println!("\nall checks passed");
+    Ok(())
+}
+
+fn fmt_peers(p: &[Ipv4Addr]) -> String {
+    p.first().map(|i| i.to_string()).unwrap_or("nothing".into())
+}
+
+/// Inside the host namespace: a veth to the world namespace, addresses, up.
+fn build_uplink(world: &Netns) -> Result<()> {
+    let mut h = Handle::new()?;
+    h.create_veth(&VethSpec {
+        host_name: "uplink0",
+        peer_name: "wan0",
+        peer_netns: world.fd(),
+        peer_mac: None,
+        mtu: 1500,
+        master: None,
+    })?;
+    let up = h.link_by_name("uplink0")?.context("uplink0 vanished")?;
+    h.add_addr(up.index, "10.201.0.1/24".parse()?)?;
+    h.set_up(up.index)?;
+    h.set_up(1)?;
+    world.run(|| -> Result<()> {
+        let mut w = Handle::new()?;
+        let wan = w.link_by_name("wan0")?.context("wan0 vanished")?;
+        w.add_addr(wan.index, "10.201.0.2/24".parse()?)?;
+        w.set_up(wan.index)?;
+        w.set_up(1)?;
+        // The world knows no route to the containers: only masquerade lets them talk to it.
+        Ok(())
+    })??;
+    Ok(())
+}

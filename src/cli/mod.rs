@@ -1,0 +1,178 @@
+//! The `ferrynet` command line: clap commands over the library, nothing more.
+
+mod demo;
+mod network;
+mod run;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::bridge::{AddressRequest, AttachRequest, Driver, Endpoint};
+use crate::firewall::PortMapping;
+use crate::netlink::Mac;
+use crate::network::{validate_id, StateDir};
+
+#[derive(Parser)]
+#[command(
+    name = "ferrynet",
+    version,
+    about = "Container networking over Linux bridges"
+)]
+struct Cli {
+    /// State directory (networks, endpoints, IPAM).
+    #[arg(long, global = true, env = "FERRYNET_STATE_DIR", default_value = crate::network::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, list, inspect and remove networks.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
+    /// Attach a network namespace to a network; prints the endpoint as JSON.
+    Attach(AttachArgs),
+    /// Detach a network namespace from a network (idempotent; the namespace may be gone).
+    Detach(DetachArgs),
+    /// Run a command in a new network namespace attached to a network.
+    Run(run::RunArgs),
+    /// Build a throwaway host, two containers and an outside world; show how packets flow.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct AttachArgs {
+    /// The namespace: /run/netns/NAME, /proc/PID/ns/net, ...
+    netns: PathBuf,
+    /// Defaults to the namespace's name (NAME for /run/netns/NAME, pid-PID for /proc/PID/ns/net).
+    #[arg(long)]
+    container_id: Option<String>,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+}
+
+/// What attach and run share: which network, which interface, which address and ports.
+#[derive(clap::Args, Clone)]
+pub struct EndpointArgs {
+    #[arg(long)]
+    network: String,
+    #[arg(long, default_value = "eth0")]
+    ifname: String,
+    /// A static address instead of the next free one.
+    #[arg(long)]
+    ip: Option<Ipv4Addr>,
+    #[arg(long)]
+    mac: Option<Mac>,
+    /// HOST:CONTAINER[/PROTO], repeatable.
+    #[arg(long = "publish", short = 'p')]
+    publish: Vec<PortMapping>,
+}
+
+#[derive(clap::Args)]
+struct DetachArgs {
+    netns: PathBuf,
+    #[arg(long)]
+    network: String,
+    #[arg(long, default_value = "eth0")]
+    ifname: String,
+    #[arg(long)]
+    container_id: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let state = StateDir::new(&cli.state_dir);
+    let result = match cli.command {
+        Command::Network(cmd) => network::run(&state, cmd).map(|_| ExitCode::SUCCESS),
+        Command::Attach(a) => attach(&state, a).map(|_| ExitCode::SUCCESS),
+        Command::Detach(a) => detach(&state, a).map(|_| ExitCode::SUCCESS),
+        Command::Run(a) => run::run(&state, a),
+        Command::Demo(a) => demo::run(a).map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ferrynet: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The container id a namespace gets when none is given: stable for the same path, so that
+/// detach finds what attach made.
+pub fn default_container_id(netns: &Path) -> String {
+    let s = netns.to_string_lossy();
+    let parts: Vec<&str> = s.trim_end_matches('/').split('/').collect();
+    if let ["", "proc", pid, "ns", "net"] = parts.as_slice() {
+        return format!("pid-{pid}");
+    }
+    let base = parts.last().copied().unwrap_or_default();
+    let under_netns_dir = matches!(parts.as_slice(), [.., "netns", _]);
+    if under_netns_dir && validate_id("container id", base).is_ok() {
+        return base.to_string();
+    }
+    format!(
+        "ns-{:012x}",
+        crate::util::fnv1a64(s.as_bytes()) & 0xffff_ffff_ffff
+    )
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+pub fn attach_endpoint(
+    state: &StateDir,
+    netns: &Path,
+    container_id: String,
+    a: &EndpointArgs,
+) -> Result<Endpoint> {
+    let net = state.load(&a.network)?;
+    let req = AttachRequest {
+        netns: netns.to_path_buf(),
+        container_id,
+        ifname: a.ifname.clone(),
+        address: AddressRequest::Allocate(a.ip),
+        mac: a.mac,
+        ports: a.publish.clone(),
+        routes: vec!["0.0.0.0/0".parse().expect("valid")],
+    };
+    Ok(Driver::new(state.clone()).attach(&net, &req)?)
+}
+
+fn attach(state: &StateDir, a: AttachArgs) -> Result<()> {
+    let cid = a
+        .container_id
+        .unwrap_or_else(|| default_container_id(&a.netns));
+    print_json(&attach_endpoint(state, &a.netns, cid, &a.endpoint)?);
+    Ok(())
+}
+
+fn detach(state: &StateDir, a: DetachArgs) -> Result<()> {
+    let net = state.load(&a.network)?;
+    let cid = a
+        .container_id
+        .unwrap_or_else(|| default_container_id(&a.netns));
+    Driver::new(state.clone())
+        .detach(&net, &cid, &a.ifname)
+        .with_context(|| format!("detach {cid}/{} from {}", a.ifname, a.network))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_container_ids() {
+        assert_eq!(default_container_id(Path::new("/var/run/netns/c1")), "c1");
+        assert_eq!(default_container_id(Path::new("/run/netns/c1")), "c1");
+        assert_eq!(default_container_id(Path::new("/proc/42/ns/net")), "pid-42");
+        assert!(default_container_id(Path::new("/tmp/x y")).starts_with("ns-"));
+    }
+}

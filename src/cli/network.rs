@@ -1,0 +1,248 @@
+//! `ferrynet network create|ls|inspect|rm`.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use super::print_json;
+use crate::bridge::{default_mtu, Driver, Endpoint};
+use crate::netlink::Handle;
+use crate::network::{NetworkConfig, StateDir};
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network: a bridge with the gateway address, masquerade and isolation rules.
+    Create {
+        name: String,
+        #[arg(long)]
+        subnet: Ipv4Net,
+        /// Bridge name (default ferry-NAME).
+        #[arg(long)]
+        bridge: Option<String>,
+        /// Gateway address on the bridge (default: the subnet's first address).
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        /// MTU of the bridge and veths (default: the default route's interface MTU).
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Do not masquerade traffic leaving the subnet.
+        #[arg(long)]
+        no_masquerade: bool,
+        /// Allow forwarding to and from other ferrynet networks.
+        #[arg(long)]
+        no_isolate: bool,
+        /// No hairpin mode on bridge ports (a container then cannot reach its own published ports).
+        #[arg(long)]
+        no_hairpin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List networks.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a network and its endpoints.
+    Inspect {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a network (refuses while endpoints exist, unless --force detaches them).
+    Rm {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct Inspect {
+    #[serde(flatten)]
+    config: NetworkConfig,
+    bridge_ifindex: Option<u32>,
+    bridge_up: bool,
+    endpoints: Vec<Endpoint>,
+}
+
+pub fn run(state: &StateDir, cmd: NetworkCmd) -> Result<()> {
+    match cmd {
+        NetworkCmd::Create {
+            name,
+            subnet,
+            bridge,
+            gateway,
+            mtu,
+            no_masquerade,
+            no_isolate,
+            no_hairpin,
+            json,
+        } => {
+            let mut net = NetworkConfig::new(
+                &name,
+                subnet,
+                bridge.as_deref(),
+                gateway,
+                mtu.unwrap_or_else(default_mtu),
+            )?;
+            net.masquerade = !no_masquerade;
+            net.isolate = !no_isolate;
+            net.hairpin = !no_hairpin;
+            create(state, &net)?;
+            if json {
+                print_json(&net);
+            } else {
+                println!("{}", net.name);
+            }
+        }
+        NetworkCmd::Ls { json } => {
+            let nets = state.list()?;
+            if json {
+                print_json(&nets);
+            } else {
+                let driver = Driver::new(state.clone());
+                println!(
+                    "{:<16} {:<16} {:<18} {:<15} {:>5} {:>9}",
+                    "NAME", "BRIDGE", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"
+                );
+                for n in nets {
+                    let count = driver.endpoints(&n.name)?.len();
+                    println!(
+                        "{:<16} {:<16} {:<18} {:<15} {:>5} {:>9}",
+                        n.name,
+                        n.bridge,
+                        n.subnet.to_string(),
+                        n.gateway.to_string(),
+                        n.mtu,
+                        count
+                    );
+                }
+            }
+        }
+        NetworkCmd::Inspect { name, json } => {
+            let config = state.load(&name)?;
+            let link = Handle::new()?.link_by_name(&config.bridge)?;
+            let endpoints = Driver::new(state.clone()).endpoints(&name)?;
+            let info = Inspect {
+                bridge_ifindex: link.as_ref().map(|l| l.index),
+                bridge_up: link.as_ref().is_some_and(|l| l.up),
+                config,
+                endpoints,
+            };
+            if json {
+                print_json(&info);
+            } else {
+                print_inspect(&info);
+            }
+        }
+        NetworkCmd::Rm { name, force } => {
+            let _lock = state.lock_networks()?;
+            let net = state.load(&name)?;
+            let driver = Driver::new(state.clone());
+            let endpoints = driver.endpoints(&name)?;
+            if !endpoints.is_empty() && !force {
+                bail!(
+                    "network {name:?} still has {} endpoint(s) ({}); detach them or use --force",
+                    endpoints.len(),
+                    endpoints
+                        .iter()
+                        .map(|e| e.container_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            for ep in endpoints {
+                driver.detach(&net, &ep.container_id, &ep.ifname)?;
+            }
+            driver.remove_network(&net)?;
+            state.remove(&name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records the network, then builds its host side; if that fails the record goes too.
+fn create(state: &StateDir, net: &NetworkConfig) -> Result<()> {
+    let _lock = state.lock_networks()?;
+    state.insert(net)?;
+    let driver = Driver::new(state.clone());
+    let built = Handle::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|mut h| Ok(driver.ensure_network(&mut h, net)?));
+    if let Err(e) = built {
+        let _ = driver.remove_network(net);
+        let _ = state.remove(&net.name);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn print_inspect(i: &Inspect) {
+    let c = &i.config;
+    println!("network     {}", c.name);
+    match i.bridge_ifindex {
+        Some(idx) => println!(
+            "bridge      {} (ifindex {idx}, {})",
+            c.bridge,
+            if i.bridge_up { "up" } else { "down" }
+        ),
+        None => println!(
+            "bridge      {} (missing: recreated on next attach)",
+            c.bridge
+        ),
+    }
+    println!(
+        "subnet      {}  gateway {}  mtu {}",
+        c.subnet, c.gateway, c.mtu
+    );
+    println!(
+        "masquerade  {}  isolate {}  hairpin {}",
+        yes_no(c.masquerade),
+        yes_no(c.isolate),
+        yes_no(c.hairpin)
+    );
+    println!("endpoints   {}", i.endpoints.len());
+    if i.endpoints.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<20} {:<8} {:<18} {:<17} {:<15} {:>7}  NETNS",
+        "CONTAINER", "IFNAME", "IP", "MAC", "HOST VETH", "IFINDEX"
+    );
+    for e in &i.endpoints {
+        println!(
+            "{:<20} {:<8} {:<18} {:<17} {:<15} {:>7}  {}{}",
+            e.container_id,
+            e.ifname,
+            e.ip.map(|n| n.to_string()).unwrap_or("-".into()),
+            e.mac.to_string(),
+            e.host_veth,
+            e.host_ifindex.map(|n| n.to_string()).unwrap_or("-".into()),
+            e.netns.display(),
+            if e.ports.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "  ports {}",
+                    e.ports
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }
+        );
+    }
+}

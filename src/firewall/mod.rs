@@ -1,0 +1,359 @@
+//! The nftables table ferrynet owns in a host namespace (`inet ferrynet`).
+//!
+//! The chains never change per container. Everything that varies lives in sets and maps:
+//! - `bridges`, `bridge_pairs`: isolation — forwarding between two ferrynet bridges is
+//!   dropped, within one bridge (hairpin through the host) accepted;
+//! - `subnets`, `masq_subnets`: masquerade of traffic leaving the container subnets;
+//! - `ports`: published ports, `proto . host port : container ip . container port`.
+//!
+//! The table and a network's elements are written by `nft -f` (once per network, on the
+//! control path); a container's elements are one raw nf_tables netlink batch (data path).
+
+mod nftnl;
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::netlink::NetlinkError;
+pub use nftnl::{Element, Nftnl};
+
+pub const TABLE: &str = "ferrynet";
+const PORTS_MAP: &str = "ports";
+const PAIRS_SET: &str = "bridge_pairs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("nftables: {0}")]
+    Netlink(#[from] NetlinkError),
+    #[error("host port {port}/{proto} is already published")]
+    PortTaken { port: u16, proto: Protocol },
+    #[error("running nft: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("nft failed: {0}")]
+    Nft(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        })
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            "sctp" => Ok(Protocol::Sctp),
+            _ => Err(format!(
+                "unknown protocol {s:?} (expected tcp, udp or sctp)"
+            )),
+        }
+    }
+}
+
+/// A published port: host_port on the host's addresses → container_ip:container_port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+impl std::str::FromStr for PortMapping {
+    type Err = String;
+    /// `HOST:CONTAINER[/PROTO]` or `PORT[/PROTO]` (the same port on both sides).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ports, proto) = match s.split_once('/') {
+            Some((p, proto)) => (p, proto.parse()?),
+            None => (s, Protocol::Tcp),
+        };
+        let port = |p: &str| -> Result<u16, String> {
+            match p.parse::<u16>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("invalid port {p:?} in {s:?} (expected 1-65535)")),
+            }
+        };
+        let (host_port, container_port) = match ports.split_once(':') {
+            Some((h, c)) => (port(h)?, port(c)?),
+            None => (port(ports)?, port(ports)?),
+        };
+        Ok(PortMapping {
+            host_port,
+            container_port,
+            protocol: proto,
+        })
+    }
+}
+
+impl std::fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}/{}",
+            self.host_port, self.container_port, self.protocol
+        )
+    }
+}
+
+/// What a network contributes to the table.
+#[derive(Debug, Clone)]
+pub struct NetworkRules {
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub masquerade: bool,
+    pub isolate: bool,
+}
+
+fn ifname_key(name: &str) -> Vec<u8> {
+    let mut k = vec![0u8; 16];
+    let b = name.as_bytes();
+    k[..b.len().min(16)].copy_from_slice(&b[..b.len().min(16)]);
+    k
+}
+
+fn port_element(p: &PortMapping, ip: Ipv4Addr) -> Element {
+    let h = p.host_port.to_be_bytes();
+    let c = p.container_port.to_be_bytes();
+    let o = ip.octets();
+    Element {
+        key: vec![p.protocol.number(), 0, 0, 0, h[0], h[1], 0, 0],
+        data: Some(vec![o[0], o[1], o[2], o[3], c[0], c[1], 0, 0]),
+    }
+}
+
+const TABLE_SCRIPT: &str = r#"
+add table inet ferrynet
+add set inet ferrynet bridges { type ifname; }
+add set inet ferrynet bridge_pairs { type ifname . ifname; }
+add set inet ferrynet subnets { type ipv4_addr; flags interval; }
+add set inet ferrynet masq_subnets { type ipv4_addr; flags interval; }
+add map inet ferrynet ports { type inet_proto . inet_service : ipv4_addr . inet_service; }
+add chain inet ferrynet prerouting { type nat hook prerouting priority dstnat; policy accept; }
+add chain inet ferrynet output { type nat hook output priority -100; policy accept; }
+add chain inet ferrynet postrouting { type nat hook postrouting priority srcnat; policy accept; }
+add chain inet ferrynet forward { type filter hook forward priority filter; policy accept; }
+flush chain inet ferrynet prerouting
+flush chain inet ferrynet output
+flush chain inet ferrynet postrouting
+flush chain inet ferrynet forward
+add rule inet ferrynet prerouting meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @ports
+add rule inet ferrynet output meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @ports
+add rule inet ferrynet postrouting ct status dnat ip saddr @subnets masquerade
+add rule inet ferrynet postrouting ct status dnat ip saddr 127.0.0.0/8 masquerade
+add rule inet ferrynet postrouting ip saddr @masq_subnets ip daddr != @subnets masquerade
+add rule inet ferrynet forward ct state established,related accept
+add rule inet ferrynet forward ct status dnat accept
+add rule inet ferrynet forward iifname . oifname @bridge_pairs accept
+add rule inet ferrynet forward iifname @bridges oifname @bridges drop
+"#;
+
+/// Runs an nft script in the calling thread's namespace (control path only).
+fn run_nft(script: &str) -> Result<(), FirewallError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(FirewallError::Spawn)?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(script.as_bytes())
+        .map_err(FirewallError::Spawn)?;
+    let out = child.wait_with_output().map_err(FirewallError::Spawn)?;
+    if !out.status.success() {
+        return Err(FirewallError::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// ferrynet's table in the namespace this was opened in.
+pub struct Firewall {
+    nl: Nftnl,
+}
+
+impl Firewall {
+    pub fn open() -> Result<Firewall, FirewallError> {
+        Ok(Firewall {
+            nl: Nftnl::open(TABLE)?,
+        })
+    }
+
+    /// Makes sure the table exists and holds `net`'s elements. One netlink lookup when it
+    /// does (the common case); otherwise one `nft` run, which is idempotent and atomic, so
+    /// concurrent callers converge on the same table.
+    pub fn ensure_network(&mut self, net: &NetworkRules) -> Result<(), FirewallError> {
+        let pair = [ifname_key(&net.bridge), ifname_key(&net.bridge)].concat();
+        let present = match self.nl.get(PAIRS_SET, &pair) {
+            Ok(found) => found.is_some(),
+            Err(e) if e.is(libc::ENOENT) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if present {
+            return Ok(());
+        }
+        let mut script = String::new();
+        if !self.nl.table_exists()? {
+            script.push_str(TABLE_SCRIPT);
+        }
+        script.push_str(&network_elements("add", net));
+        run_nft(&script)
+    }
+
+    /// Removes a network's elements (the table stays for the other networks).
+    pub fn remove_network(&mut self, net: &NetworkRules) -> Result<(), FirewallError> {
+        if !self.nl.table_exists()? {
+            return Ok(());
+        }
+        // One element per run: a missing element must not stop the removal of the others.
+        for line in network_elements("delete", net)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let _ = run_nft(line);
+        }
+        Ok(())
+    }
+
+    /// Publishes ports for one container, atomically: all of them or none.
+    pub fn add_ports(&mut self, ip: Ipv4Addr, ports: &[PortMapping]) -> Result<(), FirewallError> {
+        let elems = ports
+            .iter()
+            .map(|p| port_element(p, ip))
+            .collect::<Vec<_>>();
+        match self.nl.add(&[(PORTS_MAP, elems)], true) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is(libc::EEXIST) => {
+                let taken = ports
+                    .iter()
+                    .find(|p| self.port_target(p).ok().flatten().is_some())
+                    .unwrap_or(&ports[0]);
+                Err(FirewallError::PortTaken {
+                    port: taken.host_port,
+                    proto: taken.protocol,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Unpublishes ports; missing ones are fine. Only removes a port still pointing at `ip`.
+    pub fn remove_ports(
+        &mut self,
+        ip: Ipv4Addr,
+        ports: &[PortMapping],
+    ) -> Result<(), FirewallError> {
+        if !self.nl.table_exists()? {
+            return Ok(());
+        }
+        let mine = ports
+            .iter()
+            .filter(|p| matches!(self.port_target(p), Ok(Some((t, _))) if t == ip))
+            .map(|p| port_element(p, ip))
+            .collect::<Vec<_>>();
+        Ok(self.nl.delete(&[(PORTS_MAP, mine)])?)
+    }
+
+    /// Where a published port points, if it is published.
+    pub fn port_target(
+        &mut self,
+        p: &PortMapping,
+    ) -> Result<Option<(Ipv4Addr, u16)>, FirewallError> {
+        let key = port_element(p, Ipv4Addr::UNSPECIFIED).key;
+        match self.nl.get(PORTS_MAP, &key) {
+            Ok(Some(d)) if d.len() >= 6 => Ok(Some((
+                Ipv4Addr::new(d[0], d[1], d[2], d[3]),
+                u16::from_be_bytes([d[4], d[5]]),
+            ))),
+            Ok(_) => Ok(None),
+            Err(e) if e.is(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn network_elements(verb: &str, net: &NetworkRules) -> String {
+    let b = &net.bridge;
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{verb} element inet {TABLE} subnets {{ {} }}\n",
+        net.subnet.trunc()
+    ));
+    if net.masquerade {
+        s.push_str(&format!(
+            "{verb} element inet {TABLE} masq_subnets {{ {} }}\n",
+            net.subnet.trunc()
+        ));
+    }
+    s.push_str(&format!(
+        "{verb} element inet {TABLE} bridge_pairs {{ \"{b}\" . \"{b}\" }}\n"
+    ));
+    if net.isolate {
+        s.push_str(&format!(
+            "{verb} element inet {TABLE} bridges {{ \"{b}\" }}\n"
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_port_mappings() {
+        let p: PortMapping = "8080:80/tcp".parse().unwrap();
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol),
+            (8080, 80, Protocol::Tcp)
+        );
+        let p: PortMapping = "53/udp".parse().unwrap();
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol),
+            (53, 53, Protocol::Udp)
+        );
+        assert!("0:80".parse::<PortMapping>().is_err());
+        assert!("80:70000".parse::<PortMapping>().is_err());
+        assert!("80/icmp".parse::<PortMapping>().is_err());
+    }
+
+    #[test]
+    fn port_element_encoding_matches_nft_registers() {
+        let p: PortMapping = "53:5353/udp".parse().unwrap();
+        let e = port_element(&p, Ipv4Addr::new(10, 90, 0, 3));
+        assert_eq!(e.key, vec![17, 0, 0, 0, 0, 53, 0, 0]);
+        assert_eq!(e.data.unwrap(), vec![10, 90, 0, 3, 0x14, 0xe9, 0, 0]);
+    }
+}

@@ -1,0 +1,193 @@
+//! Raw nf_tables netlink for the per-container data path: set and map elements, each change
+//! one atomic batch (~10 µs, against ~3 ms for spawning `nft`).
+
+use crate::netlink::socket::{attrs, Message, Socket, NLM_F_CREATE, NLM_F_EXCL};
+use crate::netlink::NetlinkError;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_MSG_BATCH_END: u16 = 17;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFPROTO_INET: u8 = 1;
+
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+
+fn nfgenmsg(res_id: u16) -> [u8; 4] {
+    let r = res_id.to_be_bytes();
+    [NFPROTO_INET, 0, r[0], r[1]]
+}
+
+fn msg_type(cmd: u16) -> u16 {
+    (NFNL_SUBSYS_NFTABLES << 8) | cmd
+}
+
+/// One element of a set (key only) or a map (key and data), already encoded as nftables
+/// registers (each field of a concatenation padded to 4 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    pub key: Vec<u8>,
+    pub data: Option<Vec<u8>>,
+}
+
+pub struct Nftnl {
+    sock: Socket,
+    table: String,
+}
+
+impl Nftnl {
+    /// Opens an nf_tables socket in the calling thread's namespace, for `table` (inet family).
+    pub fn open(table: &str) -> Result<Nftnl, NetlinkError> {
+        Ok(Nftnl {
+            sock: Socket::open(libc::NETLINK_NETFILTER)?,
+            table: table.to_string(),
+        })
+    }
+
+    pub fn table_exists(&mut self) -> Result<bool, NetlinkError> {
+        let mut m = Message::new(msg_type(NFT_MSG_GETTABLE), 0);
+        m.header(&nfgenmsg(0));
+        m.attr_str(NFTA_TABLE_NAME, &self.table);
+        match self.sock.request(m) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn elements_msg(&self, cmd: u16, flags: u16, set: &str, elems: &[Element]) -> Message {
+        let mut m = Message::new(msg_type(cmd), flags);
+        m.header(&nfgenmsg(0));
+        m.attr_str(NFTA_SET_ELEM_LIST_TABLE, &self.table);
+        m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        m.begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
+        for e in elems {
+            m.begin_nested(NFTA_LIST_ELEM);
+            m.begin_nested(NFTA_SET_ELEM_KEY);
+            m.attr(NFTA_DATA_VALUE, &e.key);
+            m.end_nested();
+            if let Some(data) = &e.data {
+                m.begin_nested(NFTA_SET_ELEM_DATA);
+                m.attr(NFTA_DATA_VALUE, data);
+                m.end_nested();
+            }
+            m.end_nested();
+        }
+        m.end_nested();
+        m
+    }
+
+    fn batch(&mut self, msgs: Vec<Message>) -> Result<(), NetlinkError> {
+        let mut begin = Message::new(NFNL_MSG_BATCH_BEGIN, 0);
+        begin.header(&nfgenmsg(NFNL_SUBSYS_NFTABLES));
+        let mut end = Message::new(NFNL_MSG_BATCH_END, 0);
+        end.header(&nfgenmsg(NFNL_SUBSYS_NFTABLES));
+        self.sock.transaction(msgs, Some((begin, end))).map(|_| ())
+    }
+
+    /// Adds elements to sets/maps in one atomic transaction. With `exclusive`, an element
+    /// whose key exists fails the whole transaction with EEXIST.
+    pub fn add(
+        &mut self,
+        changes: &[(&str, Vec<Element>)],
+        exclusive: bool,
+    ) -> Result<(), NetlinkError> {
+        let flags = if exclusive {
+            NLM_F_CREATE | NLM_F_EXCL
+        } else {
+            NLM_F_CREATE
+        };
+        let msgs = changes
+            .iter()
+            .filter(|(_, e)| !e.is_empty())
+            .map(|(set, elems)| self.elements_msg(NFT_MSG_NEWSETELEM, flags, set, elems))
+            .collect::<Vec<_>>();
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        self.batch(msgs)
+    }
+
+    /// Deletes elements in one transaction. Missing elements are not an error: if the batch
+    /// fails with ENOENT, each element is retried on its own, ignoring the missing ones.
+    pub fn delete(&mut self, changes: &[(&str, Vec<Element>)]) -> Result<(), NetlinkError> {
+        let msgs = changes
+            .iter()
+            .filter(|(_, e)| !e.is_empty())
+            .map(|(set, elems)| self.elements_msg(NFT_MSG_DELSETELEM, 0, set, elems))
+            .collect::<Vec<_>>();
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        match self.batch(msgs) {
+            Err(e) if e.is(libc::ENOENT) => {
+                for (set, elems) in changes {
+                    for elem in elems {
+                        let m = self.elements_msg(
+                            NFT_MSG_DELSETELEM,
+                            0,
+                            set,
+                            std::slice::from_ref(elem),
+                        );
+                        match self.batch(vec![m]) {
+                            Err(e) if !e.is(libc::ENOENT) => return Err(e),
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Looks one element up by key: Some(data) (empty for a set) if present.
+    pub fn get(&mut self, set: &str, key: &[u8]) -> Result<Option<Vec<u8>>, NetlinkError> {
+        let elem = Element {
+            key: key.to_vec(),
+            data: None,
+        };
+        let m = self.elements_msg(NFT_MSG_GETSETELEM, 0, set, &[elem]);
+        match self.sock.request(m) {
+            Ok(replies) => {
+                let mut data = Vec::new();
+                for r in replies {
+                    data = element_data(r.payload.get(4..).unwrap_or(&[])).unwrap_or_default();
+                }
+                Ok(Some(data))
+            }
+            Err(e) if e.is(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Digs NFTA_SET_ELEM_DATA / NFTA_DATA_VALUE out of a GETSETELEM reply.
+fn element_data(payload: &[u8]) -> Option<Vec<u8>> {
+    for (kind, list) in attrs(payload) {
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (_, elem) in attrs(list) {
+            for (k, d) in attrs(elem) {
+                if k == NFTA_SET_ELEM_DATA {
+                    for (vk, v) in attrs(d) {
+                        if vk == NFTA_DATA_VALUE {
+                            return Some(v.to_vec());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,12 @@
+//! ferrynet: container networking over Linux bridges, a CNI plugin, and a cross-host agent.
+
+pub mod bridge;
+pub mod cli;
+pub mod failpoint;
+pub mod firewall;
+pub mod ipam;
+pub mod netlink;
+pub mod netns;
+pub mod network;
+pub mod probe;
+pub mod util;

@@ -1,0 +1,200 @@
+//! Network namespaces: open them by path, create and delete named ones, run code inside one.
+//!
+//! `setns` moves only the calling thread, so code that must run in another namespace runs on
+//! a short-lived dedicated thread; the caller's thread never changes namespace.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("network namespace {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not a network namespace")]
+    NotNetns { path: PathBuf },
+    #[error("setns into {path}: {source}")]
+    Enter {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("create network namespace {name}: {source}")]
+    Create {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("a thread running inside {0} panicked")]
+    Panicked(PathBuf),
+}
+
+/// Where `ip netns` keeps named namespaces.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// An open network namespace.
+pub struct Netns {
+    file: File,
+    path: PathBuf,
+}
+
+impl Netns {
+    /// Opens the namespace at `path` (`/run/netns/NAME`, `/proc/PID/ns/net`, ...).
+    pub fn open(path: &Path) -> Result<Netns, NetnsError> {
+        let file = File::open(path).map_err(|source| NetnsError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // NSFS_MAGIC: a bind-mounted namespace file, or /proc/PID/ns/net.
+        // SAFETY: fstatfs writes into a zeroed struct of the right type.
+        let magic = unsafe {
+            let mut st: libc::statfs = std::mem::zeroed();
+            if libc::fstatfs(file.as_raw_fd(), &mut st) != 0 {
+                return Err(NetnsError::Open {
+                    path: path.to_path_buf(),
+                    source: io::Error::last_os_error(),
+                });
+            }
+            st.f_type
+        };
+        const NSFS_MAGIC: libc::c_long = 0x6e736673;
+        if magic as libc::c_long != NSFS_MAGIC {
+            return Err(NetnsError::NotNetns {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Netns {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The namespace of the calling thread.
+    pub fn current() -> Result<Netns, NetnsError> {
+        Netns::open(Path::new("/proc/thread-self/ns/net"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// The namespace's inode number: equal for two handles on the same namespace.
+    pub fn inode(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.file.metadata()?.ino())
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace, and returns its result.
+    pub fn run<T, F>(&self, f: F) -> Result<T, NetnsError>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let fd = self.file.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: fd is a valid namespace descriptor borrowed for the scope.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                    return Err(NetnsError::Enter {
+                        path: self.path.clone(),
+                        source: io::Error::last_os_error(),
+                    });
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| NetnsError::Panicked(self.path.clone()))?
+        })
+    }
+}
+
+/// Creates a named namespace as `ip netns add NAME` does: a new namespace bind-mounted on
+/// /run/netns/NAME. Returns its path.
+pub fn create_named(name: &str) -> Result<PathBuf, NetnsError> {
+    let err = |source| NetnsError::Create {
+        name: name.to_string(),
+        source,
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid namespace name",
+        )));
+    }
+    fs::create_dir_all(NETNS_RUN_DIR).map_err(err)?;
+    let path = Path::new(NETNS_RUN_DIR).join(name);
+    File::options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(err)?;
+    let target = path.clone();
+    let res = std::thread::spawn(move || -> io::Result<()> {
+        // SAFETY: unshare/mount on this thread only; paths are valid C strings.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let src = c"/proc/thread-self/ns/net";
+            let dst = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            if libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")));
+    if let Err(e) = res {
+        let _ = fs::remove_file(&path);
+        return Err(err(e));
+    }
+    Ok(path)
+}
+
+/// Deletes a namespace created by [`create_named`] (or `ip netns add`). Missing is fine.
+pub fn delete_named(name: &str) -> io::Result<()> {
+    let path = Path::new(NETNS_RUN_DIR).join(name);
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid C string; a failure (not mounted) is ignored.
+    unsafe {
+        libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+    }
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Writes a sysctl of the calling thread's network namespace (`net/ipv4/ip_forward`).
+pub fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
+    let path = Path::new("/proc/sys").join(key);
+    let current = fs::read_to_string(&path)?;
+    if current.trim() == value {
+        return Ok(());
+    }
+    fs::write(&path, value)
+}
+
+/// Whether a named namespace exists (its mount point is there).
+pub fn named_exists(name: &str) -> bool {
+    Path::new(NETNS_RUN_DIR).join(name).exists()
+}

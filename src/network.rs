@@ -1,0 +1,356 @@
+//! Network definitions: what `ferrynet network create` records, and the names and checks
+//! every other module relies on (validation lives here so that it happens before any change).
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::util::{create_exclusive, ensure_dir, remove_if_exists, FileLock};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ferrynet";
+pub const DEFAULT_MTU: u32 = 1500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("invalid {field} {value:?}: {why}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("network {0:?} not found")]
+    NotFound(String),
+    #[error("network {0:?} already exists")]
+    Exists(String),
+    #[error("subnet {subnet} overlaps network {other:?} ({other_subnet})")]
+    Overlap {
+        subnet: Ipv4Net,
+        other: String,
+        other_subnet: Ipv4Net,
+    },
+    #[error("bridge {bridge:?} is already used by network {other:?}")]
+    BridgeTaken { bridge: String, other: String },
+    #[error("state {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub fn invalid(field: &'static str, value: impl ToString, why: impl ToString) -> NetworkError {
+    NetworkError::Invalid {
+        field,
+        value: value.to_string(),
+        why: why.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    pub name: String,
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    /// Masquerade traffic leaving the subnet to the host's uplink address.
+    #[serde(default = "yes")]
+    pub masquerade: bool,
+    /// Drop forwarding between this network and other isolated ferrynet networks.
+    #[serde(default = "yes")]
+    pub isolate: bool,
+    /// Hairpin mode on the bridge ports (a container reaching its own published port).
+    #[serde(default = "yes")]
+    pub hairpin: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Linux interface names: 1–15 bytes, no '/', ':' or whitespace, not "." or "..".
+pub fn validate_ifname(field: &'static str, name: &str) -> Result<(), NetworkError> {
+    let why = if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > 15 {
+        Some("longer than 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("is not a valid interface name")
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        Some("must not contain '/', ':' or whitespace")
+    } else {
+        None
+    };
+    match why {
+        Some(w) => Err(invalid(field, name, w)),
+        None => Ok(()),
+    }
+}
+
+/// Names of networks and containers: `[A-Za-z0-9][A-Za-z0-9_.-]*` (the CNI container id
+/// pattern), so they are safe in file names.
+pub fn validate_id(field: &'static str, id: &str) -> Result<(), NetworkError> {
+    let mut chars = id.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && id.len() <= 128;
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            id,
+            "must match [A-Za-z0-9][A-Za-z0-9_.-]* (at most 128 characters)",
+        ))
+    }
+}
+
+impl NetworkConfig {
+    /// Builds and validates a definition, filling the defaults a user expects: bridge
+    /// `ferry-NAME`, gateway = the subnet's first address.
+    pub fn new(
+        name: &str,
+        subnet: Ipv4Net,
+        bridge: Option<&str>,
+        gateway: Option<Ipv4Addr>,
+        mtu: u32,
+    ) -> Result<NetworkConfig, NetworkError> {
+        validate_id("network name", name)?;
+        let bridge = bridge
+            .map(str::to_string)
+            .unwrap_or(format!("ferry-{name}"));
+        validate_ifname("bridge", &bridge).map_err(|e| match e {
+            NetworkError::Invalid { value, why, .. } if bridge.len() > 15 => invalid(
+                "bridge",
+                value,
+                format!("{why}; the default is ferry-NAME, pick a shorter network name or pass --bridge"),
+            ),
+            e => e,
+        })?;
+        if subnet.prefix_len() > 30 {
+            return Err(invalid(
+                "subnet",
+                subnet,
+                "needs a prefix of /30 or shorter",
+            ));
+        }
+        if subnet.addr() != subnet.network() {
+            return Err(invalid(
+                "subnet",
+                subnet,
+                format!("has host bits set; did you mean {}?", subnet.trunc()),
+            ));
+        }
+        let gateway = gateway.unwrap_or(Ipv4Addr::from(u32::from(subnet.network()) + 1));
+        if !subnet.contains(&gateway)
+            || gateway == subnet.network()
+            || gateway == subnet.broadcast()
+        {
+            return Err(invalid(
+                "gateway",
+                gateway,
+                format!("is not a host address of {subnet}"),
+            ));
+        }
+        if !(576..=65535).contains(&mtu) {
+            return Err(invalid("mtu", mtu, "must be between 576 and 65535"));
+        }
+        Ok(NetworkConfig {
+            name: name.to_string(),
+            bridge,
+            subnet,
+            gateway,
+            mtu,
+            masquerade: true,
+            isolate: true,
+            hairpin: true,
+        })
+    }
+
+    /// The gateway address with the subnet's prefix, as it sits on the bridge.
+    pub fn gateway_net(&self) -> Ipv4Net {
+        Ipv4Net::new(self.gateway, self.subnet.prefix_len()).expect("valid prefix")
+    }
+}
+
+/// Where ferrynet keeps its state: networks, endpoints, IPAM.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+
+    /// `FERRYNET_STATE_DIR`, else /var/lib/ferrynet.
+    pub fn from_env() -> StateDir {
+        StateDir::new(
+            std::env::var_os("FERRYNET_STATE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or(DEFAULT_STATE_DIR.into()),
+        )
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn networks_dir(&self) -> PathBuf {
+        self.root.join("networks")
+    }
+
+    fn network_file(&self, name: &str) -> PathBuf {
+        self.networks_dir().join(format!("{name}.json"))
+    }
+
+    pub fn endpoints_dir(&self, network: &str) -> PathBuf {
+        self.root.join("endpoints").join(network)
+    }
+
+    pub fn ipam_dir(&self, network: &str) -> PathBuf {
+        self.root.join("ipam").join(network)
+    }
+
+    fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, NetworkError> {
+        r.map_err(|source| NetworkError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Serializes network creation and removal (overlap checks need a stable view).
+    pub fn lock_networks(&self) -> Result<FileLock, NetworkError> {
+        let p = self.root.join("networks.lock");
+        Self::io(&p, FileLock::acquire(&p))
+    }
+
+    pub fn load(&self, name: &str) -> Result<NetworkConfig, NetworkError> {
+        validate_id("network name", name)?;
+        let p = self.network_file(name);
+        let data = match fs::read(&p) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(NetworkError::NotFound(name.to_string()))
+            }
+            Err(e) => return Self::io(&p, Err(e)),
+        };
+        serde_json::from_slice(&data).map_err(|source| NetworkError::Corrupt { path: p, source })
+    }
+
+    pub fn list(&self) -> Result<Vec<NetworkConfig>, NetworkError> {
+        let dir = self.networks_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Self::io(&dir, Err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(n) = name.strip_suffix(".json") {
+                if !n.starts_with('.') {
+                    out.push(self.load(n)?);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Records a new network after checking it against the others. Caller holds the lock.
+    pub fn insert(&self, net: &NetworkConfig) -> Result<(), NetworkError> {
+        for other in self.list()? {
+            if other.name == net.name {
+                return Err(NetworkError::Exists(net.name.clone()));
+            }
+            if other.subnet.contains(&net.subnet.network())
+                || net.subnet.contains(&other.subnet.network())
+            {
+                return Err(NetworkError::Overlap {
+                    subnet: net.subnet,
+                    other: other.name,
+                    other_subnet: other.subnet,
+                });
+            }
+            if other.bridge == net.bridge {
+                return Err(NetworkError::BridgeTaken {
+                    bridge: net.bridge.clone(),
+                    other: other.name,
+                });
+            }
+        }
+        let dir = self.networks_dir();
+        Self::io(&dir, ensure_dir(&dir))?;
+        let p = self.network_file(&net.name);
+        let data = serde_json::to_vec_pretty(net).expect("serializable");
+        match create_exclusive(&p, &data) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(NetworkError::Exists(net.name.clone()))
+            }
+            r => Self::io(&p, r),
+        }
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), NetworkError> {
+        let p = self.network_file(name);
+        Self::io(&p, remove_if_exists(&p)).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_names_and_subnets() {
+        let s: Ipv4Net = "10.90.0.0/24".parse().unwrap();
+        let n = NetworkConfig::new("blue", s, None, None, 1500).unwrap();
+        assert_eq!(n.bridge, "ferry-blue");
+        assert_eq!(n.gateway, Ipv4Addr::new(10, 90, 0, 1));
+        assert!(NetworkConfig::new("a-very-long-name", s, None, None, 1500)
+            .unwrap_err()
+            .to_string()
+            .contains("bridge"));
+        assert!(
+            NetworkConfig::new("x", "10.90.0.1/24".parse().unwrap(), None, None, 1500).is_err()
+        );
+        assert!(
+            NetworkConfig::new("x", "10.90.0.0/31".parse().unwrap(), None, None, 1500).is_err()
+        );
+        assert!(NetworkConfig::new("../x", s, None, None, 1500).is_err());
+        assert!(validate_ifname("ifname", "eth0").is_ok());
+        assert!(validate_ifname("ifname", "0123456789abcdef").is_err());
+        assert!(validate_ifname("ifname", "a b").is_err());
+        assert!(validate_ifname("ifname", "..").is_err());
+    }
+
+    #[test]
+    fn refuses_overlapping_subnets() {
+        let mut r = [0u8; 4];
+        crate::util::fill_random(&mut r);
+        let root = std::env::temp_dir().join(format!("ferrynet-net-{}", u32::from_ne_bytes(r)));
+        let st = StateDir::new(&root);
+        let a = NetworkConfig::new("a", "10.90.0.0/24".parse().unwrap(), None, None, 1500).unwrap();
+        st.insert(&a).unwrap();
+        let b =
+            NetworkConfig::new("b", "10.90.0.128/25".parse().unwrap(), None, None, 1500).unwrap();
+        assert!(matches!(st.insert(&b), Err(NetworkError::Overlap { .. })));
+        assert!(matches!(st.insert(&a), Err(NetworkError::Exists(_))));
+        assert_eq!(st.list().unwrap(), vec![a]);
+        fs::remove_dir_all(root).unwrap();
+    }
+}

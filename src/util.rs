@@ -1,0 +1,146 @@
+//! Small helpers shared by several modules: randomness, hashing, atomic files, locks.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub fn fill_random(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: writes at most the remaining length into a valid buffer.
+        let n = unsafe {
+            libc::getrandom(
+                buf[filled..].as_mut_ptr() as *mut libc::c_void,
+                buf.len() - filled,
+                0,
+            )
+        };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+}
+
+/// FNV-1a: a stable hash for names derived from identifiers (std's hasher may change between
+/// Rust releases, and these names must survive an upgrade).
+pub fn fnv1a64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// Creates a directory tree readable by root only.
+pub fn ensure_dir(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut r = [0u8; 8];
+    fill_random(&mut r);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("f");
+    path.with_file_name(format!(".{name}.tmp-{:016x}", u64::from_ne_bytes(r)))
+}
+
+fn write_temp(path: &Path, data: &[u8]) -> io::Result<PathBuf> {
+    let tmp = temp_path(path);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    Ok(tmp)
+}
+
+/// Replaces `path` with `data` atomically: readers see the old or the new content, never a
+/// partial one, even if the process is killed midway.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = write_temp(path, data)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// Creates `path` with `data` only if it does not exist (EEXIST otherwise), atomically:
+/// the file appears complete or not at all.
+pub fn create_exclusive(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = write_temp(path, data)?;
+    let res = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    res
+}
+
+/// Removes a file; a missing file is not an error. Returns whether it existed.
+pub fn remove_if_exists(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// An exclusive advisory lock on a file, released when dropped (or when the process dies).
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    pub fn acquire(path: &Path) -> io::Result<FileLock> {
+        if let Some(dir) = path.parent() {
+            ensure_dir(dir)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        file.lock()?;
+        Ok(FileLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusive_create_refuses_existing_and_atomic_write_replaces() {
+        let dir = std::env::temp_dir().join(format!("ferrynet-util-{}", std::process::id()));
+        ensure_dir(&dir).unwrap();
+        let p = dir.join("a");
+        create_exclusive(&p, b"one").unwrap();
+        let err = create_exclusive(&p, b"two").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        write_atomic(&p, b"three").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"three");
+        assert!(remove_if_exists(&p).unwrap());
+        assert!(!remove_if_exists(&p).unwrap());
+        // No temporary files are left behind.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(fnv1a64(b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
+    }
+}

@@ -1,0 +1,259 @@
+//! Test topology: every test builds its own namespaces (a host, containers, an outside world)
+//! with unique names, and removes them when its guards drop, also on panic.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ferrynet::netns::Netns;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferrynet");
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short unique name: tests run in parallel, in several processes.
+pub fn unique(role: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("fnt{}-{n}-{role}", std::process::id() % 100_000)
+}
+
+pub fn sh(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    out
+}
+
+pub fn ok(cmd: &mut Command) -> String {
+    let out = sh(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop.
+pub struct Ns {
+    pub name: String,
+}
+
+impl Ns {
+    pub fn new(role: &str) -> Ns {
+        let name = unique(role);
+        ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Ns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+
+    pub fn exec(&self, args: &[&str]) -> String {
+        ok(&mut self.cmd(args))
+    }
+
+    pub fn ping(&self, ip: &str) -> bool {
+        sh(&mut self.cmd(&["ping", "-c1", "-W1", "-q", ip]))
+            .status
+            .success()
+    }
+
+    pub fn open(&self) -> Netns {
+        Netns::open(&self.path()).unwrap()
+    }
+
+    /// Runs `f` on a thread inside this namespace (sockets made there belong to it).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.open().run(f).unwrap()
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A host: its own namespace and ferrynet state directory.
+pub struct Host {
+    pub ns: Ns,
+    pub state: PathBuf,
+}
+
+impl Host {
+    pub fn new() -> Host {
+        let ns = Ns::new("h");
+        let state = std::env::temp_dir().join(format!("ferrynet-test-{}", ns.name));
+        Host { ns, state }
+    }
+
+    pub fn ferrynet_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.ns.cmd(&[BIN]);
+        c.args(args).env("FERRYNET_STATE_DIR", &self.state);
+        c
+    }
+
+    /// Runs ferrynet in the host; panics on failure.
+    pub fn ferrynet(&self, args: &[&str]) -> String {
+        ok(&mut self.ferrynet_cmd(args))
+    }
+
+    pub fn try_ferrynet(&self, args: &[&str]) -> Output {
+        sh(&mut self.ferrynet_cmd(args))
+    }
+
+    pub fn create_network(&self, name: &str, subnet: &str) {
+        self.ferrynet(&["network", "create", name, "--subnet", subnet]);
+    }
+
+    /// A new container namespace attached to `network`; returns it with its endpoint JSON.
+    pub fn container(&self, network: &str, extra: &[&str]) -> (Ns, serde_json::Value) {
+        let c = Ns::new("c");
+        let path = c.path();
+        let mut args = vec!["attach", path.to_str().unwrap(), "--network", network];
+        args.extend_from_slice(extra);
+        let out = self.ferrynet(&args);
+        (c, serde_json::from_str(&out).expect("endpoint JSON"))
+    }
+
+    /// Everything a failed command must leave untouched: links, addresses, routes, nftables,
+    /// and the state directory (names and contents).
+    pub fn snapshot(&self) -> String {
+        let mut s = String::new();
+        let links = self.ns.exec(&["ip", "-o", "link", "show"]);
+        for l in links.lines() {
+            // Drop counters-like noise: keep name, flags, master, state.
+            s.push_str(l.split(" link/").next().unwrap_or(l));
+            s.push('\n');
+        }
+        s.push_str(&self.ns.exec(&["ip", "-o", "addr", "show"]));
+        s.push_str(&self.ns.exec(&["ip", "route", "show"]));
+        s.push_str(&self.ns.exec(&["nft", "list", "ruleset"]));
+        let mut files = Vec::new();
+        walk(&self.state, &mut files);
+        files.sort();
+        for f in files {
+            let content = std::fs::read(&f).unwrap_or_default();
+            s.push_str(&format!(
+                "{}: {}\n",
+                f.display(),
+                String::from_utf8_lossy(&content)
+            ));
+        }
+        s
+    }
+
+    /// Host-side veth ports (names starting with "vf").
+    pub fn veths(&self) -> Vec<String> {
+        self.ns
+            .exec(&["ip", "-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .filter(|n| n.starts_with("vf"))
+            .collect()
+    }
+
+    /// IPAM reservations on disk for a network.
+    pub fn reservations(&self, network: &str) -> Vec<String> {
+        let dir = self.state.join("ipam").join(network);
+        match std::fs::read_dir(dir) {
+            Ok(e) => e
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ip-") || n.starts_with("key-"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn port_elements(&self) -> String {
+        let out = sh(&mut self
+            .ns
+            .cmd(&["nft", "list", "map", "inet", "ferrynet", "ports"]));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("elements"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.push(p.clone());
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// An outside world behind the host's uplink: world 10.201.0.2, host 10.201.0.1.
+pub struct World {
+    pub ns: Ns,
+    pub host_ip: Ipv4Addr,
+    pub ip: Ipv4Addr,
+}
+
+impl World {
+    pub fn attach_to(host: &Host) -> World {
+        let ns = Ns::new("w");
+        // Interface names live inside the test's own namespaces: no need to make them unique.
+        host.ns.exec(&[
+            "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "wan0", "netns",
+            &ns.name,
+        ]);
+        host.ns
+            .exec(&["ip", "addr", "add", "10.201.0.1/24", "dev", "uplink0"]);
+        host.ns.exec(&["ip", "link", "set", "uplink0", "up"]);
+        ns.exec(&["ip", "addr", "add", "10.201.0.2/24", "dev", "wan0"]);
+        ns.exec(&["ip", "link", "set", "wan0", "up"]);
+        World {
+            ns,
+            host_ip: Ipv4Addr::new(10, 201, 0, 1),
+            ip: Ipv4Addr::new(10, 201, 0, 2),
+        }
+    }
+}
+
+pub use ferrynet::probe::Server;
+
+/// Connects from inside `ns` and returns what the server said (None if unreachable).
+pub fn fetch(ns: &Ns, ip: Ipv4Addr, port: u16) -> Option<String> {
+    ferrynet::probe::fetch(&ns.open(), ip, port).unwrap()
+}
+
+pub fn server(ns: &Ns, ip: Ipv4Addr, port: u16, name: &str) -> Server {
+    Server::start(&ns.open(), ip, port, name).unwrap()
+}
+
+pub fn endpoint_ip(ep: &serde_json::Value) -> Ipv4Addr {
+    let s = ep["ip"].as_str().expect("ip");
+    s.split('/').next().unwrap().parse().unwrap()
+}

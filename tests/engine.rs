@@ -1,0 +1,396 @@
+//! The single-host engine end to end: real namespaces, real bridge, real nftables.
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use common::*;
+
+#[test]
+fn two_containers_ping_over_the_bridge() {
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    let (c1, ep1) = host.container("blue", &[]);
+    let (c2, ep2) = host.container("blue", &[]);
+    let (ip1, ip2) = (endpoint_ip(&ep1), endpoint_ip(&ep2));
+    assert_ne!(ip1, ip2);
+
+    assert!(c1.ping(&ip2.to_string()), "c1 -> c2");
+    assert!(c2.ping(&ip1.to_string()), "c2 -> c1");
+    // ARP resolved the neighbour on the bridge, on both sides.
+    let n1 = c1.exec(&["ip", "neigh", "show", &ip2.to_string()]);
+    assert!(
+        n1.contains(ep2["mac"].as_str().unwrap()),
+        "c1 neighbours: {n1}"
+    );
+    let n2 = c2.exec(&["ip", "neigh", "show", &ip1.to_string()]);
+    assert!(
+        n2.contains(ep1["mac"].as_str().unwrap()),
+        "c2 neighbours: {n2}"
+    );
+
+    for (c, ep) in [(&c1, &ep1), (&c2, &ep2)] {
+        // eth0's peer is the host veth, which is a port of the bridge.
+        let iflink = c.exec(&["cat", "/sys/class/net/eth0/iflink"]);
+        assert_eq!(iflink.trim(), ep["host_ifindex"].to_string());
+        let veth = ep["host_veth"].as_str().unwrap();
+        let ifindex = host
+            .ns
+            .exec(&["cat", &format!("/sys/class/net/{veth}/ifindex")]);
+        assert_eq!(ifindex.trim(), ep["host_ifindex"].to_string());
+        let master = host.ns.exec(&["ip", "-o", "link", "show", veth]);
+        assert!(master.contains("master ferry-blue"), "{master}");
+        // A default route via the gateway, lo up, the address with the subnet's prefix.
+        let routes = c.exec(&["ip", "route"]);
+        assert!(
+            routes.contains("default via 10.90.0.1 dev eth0"),
+            "{routes}"
+        );
+        let lo = c.exec(&["ip", "-o", "link", "show", "lo"]);
+        assert!(lo.contains("UP"), "{lo}");
+        let addr = c.exec(&["ip", "-o", "-4", "addr", "show", "eth0"]);
+        assert!(addr.contains(ep["ip"].as_str().unwrap()), "{addr}");
+    }
+    // The gateway answers too.
+    assert!(c1.ping("10.90.0.1"));
+}
+
+#[test]
+fn outbound_traffic_is_masqueraded_to_the_uplink_address() {
+    let host = Host::new();
+    let world = World::attach_to(&host);
+    host.create_network("blue", "10.90.0.0/24");
+    let (c1, _) = host.container("blue", &[]);
+    let server = server(&world.ns, world.ip, 7000, "world");
+
+    let reply = fetch(&c1, world.ip, 7000).expect("container reaches the world");
+    assert_eq!(reply, "hello from world\n");
+    assert_eq!(
+        server.peers(),
+        vec![world.host_ip],
+        "the world sees the host's uplink address"
+    );
+}
+
+#[test]
+fn published_port_from_world_host_and_hairpin() {
+    let host = Host::new();
+    let world = World::attach_to(&host);
+    host.create_network("blue", "10.90.0.0/24");
+    let (c1, ep1) = host.container("blue", &["--publish", "8080:80/tcp"]);
+    let (c2, _) = host.container("blue", &[]);
+    let _server = server(&c1, Ipv4Addr::UNSPECIFIED, 80, "c1");
+    assert!(ep1["ports"][0]["host_port"] == 8080);
+
+    let hello = Some("hello from c1\n".to_string());
+    assert_eq!(
+        fetch(&world.ns, world.host_ip, 8080),
+        hello,
+        "world -> host:8080"
+    );
+    assert_eq!(
+        fetch(&host.ns, world.host_ip, 8080),
+        hello,
+        "host -> its own address:8080"
+    );
+    assert_eq!(
+        fetch(&host.ns, Ipv4Addr::LOCALHOST, 8080),
+        hello,
+        "host -> 127.0.0.1:8080"
+    );
+    assert_eq!(
+        fetch(&c2, world.host_ip, 8080),
+        hello,
+        "hairpin: c2 -> host:8080"
+    );
+    assert_eq!(
+        fetch(&c1, world.host_ip, 8080),
+        hello,
+        "hairpin: c1 -> its own published port"
+    );
+
+    // A second container cannot take the same host port.
+    let c3 = Ns::new("c");
+    let out = host.try_ferrynet(&[
+        "attach",
+        c3.path().to_str().unwrap(),
+        "--network",
+        "blue",
+        "-p",
+        "8080:81",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("8080/tcp is already published"));
+
+    // Detach unpublishes.
+    host.ferrynet(&["detach", c1.path().to_str().unwrap(), "--network", "blue"]);
+    assert_eq!(host.port_elements(), "");
+    assert_eq!(fetch(&world.ns, world.host_ip, 8080), None);
+}
+
+#[test]
+fn networks_are_isolated_from_each_other() {
+    let host = Host::new();
+    host.create_network("red", "10.91.0.0/24");
+    host.create_network("blue", "10.90.0.0/24");
+    let (r1, _) = host.container("red", &[]);
+    let (b1, epb) = host.container("blue", &[]);
+    let (b2, _) = host.container("blue", &[]);
+    let blue_ip = endpoint_ip(&epb);
+    let _server = server(&b1, Ipv4Addr::UNSPECIFIED, 9000, "b1");
+
+    assert!(b2.ping(&blue_ip.to_string()), "same network works");
+    assert!(fetch(&b2, blue_ip, 9000).is_some());
+    assert!(!r1.ping(&blue_ip.to_string()), "red must not reach blue");
+    assert_eq!(
+        fetch(&r1, blue_ip, 9000),
+        None,
+        "red must not reach blue over TCP"
+    );
+}
+
+/// Runs one ferrynet process per argument list, all at once; panics if any fails.
+fn run_parallel(host: &Host, arg_lists: Vec<Vec<String>>) -> Vec<String> {
+    let children: Vec<_> = arg_lists
+        .iter()
+        .map(|args| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            host.ferrynet_cmd(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn fifty_parallel_attaches_then_fifty_parallel_detaches() {
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    let containers: Vec<Ns> = (0..50).map(|_| Ns::new("c")).collect();
+    let path = |c: &Ns| c.path().to_string_lossy().into_owned();
+
+    let attaches = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let publish = format!("{}:80", 20000 + i);
+            ["attach", &path(c), "--network", "blue", "-p", &publish]
+                .map(String::from)
+                .to_vec()
+        })
+        .collect();
+    let ips: Vec<Ipv4Addr> = run_parallel(&host, attaches)
+        .iter()
+        .map(|out| endpoint_ip(&serde_json::from_str(out).unwrap()))
+        .collect();
+    let mut unique_ips = ips.clone();
+    unique_ips.sort();
+    unique_ips.dedup();
+    assert_eq!(unique_ips.len(), 50, "distinct addresses");
+    for ip in &ips {
+        assert!(host.ns.ping(&ip.to_string()), "{ip} reachable");
+    }
+    assert_eq!(host.veths().len(), 50);
+
+    let detaches = containers
+        .iter()
+        .map(|c| {
+            ["detach", &path(c), "--network", "blue"]
+                .map(String::from)
+                .to_vec()
+        })
+        .collect();
+    run_parallel(&host, detaches);
+    assert_eq!(host.veths(), Vec::<String>::new(), "no veth left");
+    assert_eq!(
+        host.reservations("blue"),
+        Vec::<String>::new(),
+        "no address reserved"
+    );
+    assert_eq!(
+        host.port_elements(),
+        "",
+        "no per-container nftables element"
+    );
+}
+
+fn assert_fails_and_changes_nothing(host: &Host, args: &[&str], expect: &str) {
+    let before = host.snapshot();
+    let out = host.try_ferrynet(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(
+        stderr.contains(expect),
+        "{args:?}: expected {expect:?} in {stderr:?}"
+    );
+    assert_eq!(host.snapshot(), before, "{args:?} changed the host's state");
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_changes_nothing() {
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    host.create_network("tiny", "10.92.0.0/30");
+    let (_c1, _) = host.container("blue", &["--ip", "10.90.0.50"]);
+    let (_t1, _) = host.container("tiny", &[]);
+    let c2 = Ns::new("c");
+    let c2p = c2.path();
+    let c2p = c2p.to_str().unwrap();
+
+    assert_fails_and_changes_nothing(
+        &host,
+        &["attach", c2p, "--network", "blue", "--ip", "10.90.0.50"],
+        "10.90.0.50 is already in use",
+    );
+    assert_fails_and_changes_nothing(
+        &host,
+        &["attach", c2p, "--network", "blue", "--ip", "10.99.0.5"],
+        "outside the range",
+    );
+    assert_fails_and_changes_nothing(
+        &host,
+        &["network", "create", "green", "--subnet", "10.90.0.128/25"],
+        "overlaps network \"blue\"",
+    );
+    assert_fails_and_changes_nothing(
+        &host,
+        &["attach", c2p, "--network", "tiny"],
+        "no free address left in 10.92.0.0/30",
+    );
+    assert_fails_and_changes_nothing(
+        &host,
+        &[
+            "attach",
+            c2p,
+            "--network",
+            "blue",
+            "--ifname",
+            "a-very-long-ifname",
+        ],
+        "invalid ifname \"a-very-long-ifname\": longer than 15 bytes",
+    );
+    assert_fails_and_changes_nothing(
+        &host,
+        &["attach", "/run/netns/does-not-exist", "--network", "blue"],
+        "/run/netns/does-not-exist",
+    );
+    assert_fails_and_changes_nothing(
+        &host,
+        &["attach", c2p, "--network", "nope"],
+        "network \"nope\" not found",
+    );
+    assert_fails_and_changes_nothing(
+        &host,
+        &["attach", c2p, "--network", "blue", "--container-id", "../x"],
+        "invalid container id",
+    );
+    // The same container and ifname twice.
+    let c1p = _c1.path();
+    assert_fails_and_changes_nothing(
+        &host,
+        &["attach", c1p.to_str().unwrap(), "--network", "blue"],
+        "already has interface \"eth0\"",
+    );
+}
+
+#[test]
+fn detach_is_idempotent_and_works_with_the_namespace_gone() {
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    let (c1, _) = host.container("blue", &["-p", "8081:80"]);
+    let path = c1.path();
+    drop(c1);
+    host.ferrynet(&["detach", path.to_str().unwrap(), "--network", "blue"]);
+    host.ferrynet(&["detach", path.to_str().unwrap(), "--network", "blue"]);
+    assert_eq!(host.veths(), Vec::<String>::new());
+    assert_eq!(host.reservations("blue"), Vec::<String>::new());
+    assert_eq!(host.port_elements(), "");
+}
+
+#[test]
+fn network_ls_inspect_and_rm() {
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    let (c1, ep) = host.container("blue", &[]);
+    let ls: serde_json::Value =
+        serde_json::from_str(&host.ferrynet(&["network", "ls", "--json"])).unwrap();
+    assert_eq!(ls[0]["name"], "blue");
+    assert_eq!(ls[0]["bridge"], "ferry-blue");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&host.ferrynet(&["network", "inspect", "blue", "--json"])).unwrap();
+    assert_eq!(inspect["gateway"], "10.90.0.1");
+    assert_eq!(inspect["endpoints"][0]["host_veth"], ep["host_veth"]);
+    assert_eq!(inspect["endpoints"][0]["container_id"], c1.name.as_str());
+    let human = host.ferrynet(&["network", "inspect", "blue"]);
+    assert!(human.contains(ep["host_veth"].as_str().unwrap()));
+
+    let out = host.try_ferrynet(&["network", "rm", "blue"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still has 1 endpoint"));
+    host.ferrynet(&["network", "rm", "blue", "--force"]);
+    assert_eq!(host.veths(), Vec::<String>::new());
+    let links = host.ns.exec(&["ip", "-o", "link", "show"]);
+    assert!(!links.contains("ferry-blue"), "{links}");
+    assert_eq!(host.ferrynet(&["network", "ls", "--json"]).trim(), "[]");
+}
+
+#[test]
+fn run_attaches_a_new_namespace_and_passes_the_exit_code_on() {
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    let out = host.try_ferrynet(&[
+        "run",
+        "--network",
+        "blue",
+        "--",
+        "sh",
+        "-c",
+        "ip -o -4 addr show eth0; ip route; ping -c1 -W1 10.90.0.1 >/dev/null && echo gateway-ok; exit 7",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("10.90.0.2/24"), "{stdout}");
+    assert!(stdout.contains("default via 10.90.0.1"), "{stdout}");
+    assert!(stdout.contains("gateway-ok"), "{stdout}");
+    // Everything is gone afterwards.
+    assert_eq!(host.veths(), Vec::<String>::new());
+    assert_eq!(host.reservations("blue"), Vec::<String>::new());
+    let netns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&netns.stdout).contains("ferrynet-run-"));
+}
+
+#[test]
+fn demo_runs_and_cleans_up() {
+    let out = sh(std::process::Command::new(BIN).arg("demo"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("all checks passed"));
+    let netns = ok(std::process::Command::new("ip").args(["netns", "list"]));
+    assert!(!netns.contains("ferrynet-demo"), "{netns}");
+}
