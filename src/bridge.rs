@@ -19,7 +19,8 @@ use crate::netlink::{Handle, Mac, NetlinkError, Route, VethSpec};
 use crate::netns::{write_sysctl, Netns, NetnsError};
 use crate::network::{validate_id, validate_ifname, NetworkConfig, NetworkError, StateDir};
 use crate::util::{
-    create_exclusive, ensure_dir, fnv1a64, read_if_exists, remove_if_exists, write_atomic,
+    create_exclusive, ensure_dir, fnv1a64, read_if_exists, remove_if_exists, sweep_temps,
+    write_atomic,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -489,6 +490,7 @@ impl Driver {
         }
         let p = self.record_path(&ep.network, &ep.container_id, &ep.ifname);
         remove_if_exists(&p).map_err(io_err(&p))?;
+        sweep_temps(&self.state.endpoints_dir(&ep.network));
         Ok(())
     }
 }

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 
 use crate::util::{
-    create_exclusive, ensure_dir, read_if_exists, remove_if_exists, write_atomic, FileLock,
+    create_exclusive, ensure_dir, read_if_exists, remove_if_exists, sweep_temps, write_atomic,
+    FileLock,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -139,9 +140,12 @@ impl Ipam {
         })
     }
 
+    /// Takes the network's lock and sweeps what killed writers left behind.
     fn lock(&self) -> Result<FileLock, IpamError> {
         let p = self.dir.join("lock");
-        self.io(&p, FileLock::acquire(&p))
+        let lock = self.io(&p, FileLock::acquire(&p))?;
+        sweep_temps(&self.dir);
+        Ok(lock)
     }
 
     fn ip_file(&self, ip: Ipv4Addr) -> PathBuf {

@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -42,40 +43,83 @@ pub fn ensure_dir(path: &Path) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
 
-fn temp_path(path: &Path) -> PathBuf {
+/// Temporary files live in `<dir>/.tmp/`, named after the writing process, so that
+/// [`sweep_temps`] can tell a dead writer's leftovers from a live writer's file.
+fn temp_path(path: &Path) -> io::Result<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new(".")).join(".tmp");
+    ensure_dir(&dir)?;
     let mut r = [0u8; 8];
     fill_random(&mut r);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("f");
-    path.with_file_name(format!(".{name}.tmp-{:016x}", u64::from_ne_bytes(r)))
+    Ok(dir.join(format!(
+        "{}-{:016x}",
+        std::process::id(),
+        u64::from_ne_bytes(r)
+    )))
 }
 
-fn write_temp(path: &Path, data: &[u8]) -> io::Result<PathBuf> {
-    let tmp = temp_path(path);
+/// Replaces `path` with `data` atomically: readers see the old or the new content, never a
+/// partial one, even if the process is killed midway (its temporary file is then swept by
+/// the next [`sweep_temps`] of the directory).
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = temp_path(path)?;
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(data)?;
-    Ok(tmp)
-}
-
-/// Replaces `path` with `data` atomically: readers see the old or the new content, never a
-/// partial one, even if the process is killed midway.
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = write_temp(path, data)?;
     fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
 }
 
-/// Creates `path` with `data` only if it does not exist (EEXIST otherwise), atomically:
-/// the file appears complete or not at all.
+/// Removes the temporary files of writers that no longer run.
+pub fn sweep_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir.join(".tmp")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok());
+        // SAFETY: kill with signal 0 only checks for existence.
+        let alive = pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
+        if !alive {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Creates `path` with `data` only if it does not exist (EEXIST otherwise), atomically: the
+/// file appears complete or not at all, and a process killed midway leaves nothing (the data
+/// is written to an unnamed O_TMPFILE inode, which is then linked into place).
 pub fn create_exclusive(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = write_temp(path, data)?;
-    let res = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    res
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)?;
+    f.write_all(data)?;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("no NUL");
+    let to = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid C strings; AT_SYMLINK_FOLLOW resolves the magic /proc link to the inode.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Removes a file; a missing file is not an error. Returns whether it existed.
@@ -134,7 +178,8 @@ mod tests {
         assert!(remove_if_exists(&p).unwrap());
         assert!(!remove_if_exists(&p).unwrap());
         // No temporary files are left behind.
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.join(".tmp")).unwrap().count(), 0);
+        fs::remove_dir(dir.join(".tmp")).unwrap();
         fs::remove_dir(&dir).unwrap();
     }
 
