@@ -18,10 +18,7 @@ use crate::ipam::{Ipam, IpamError, Pool};
 use crate::netlink::{Handle, Mac, NetlinkError, Route, VethSpec};
 use crate::netns::{write_sysctl, Netns, NetnsError};
 use crate::network::{validate_id, validate_ifname, NetworkConfig, NetworkError, StateDir};
-use crate::util::{
-    create_exclusive, ensure_dir, fnv1a64, read_if_exists, remove_if_exists, sweep_temps,
-    write_atomic,
-};
+use crate::util::{create_exclusive, ensure_dir, fnv1a64, read_if_exists, remove_if_exists};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -91,15 +88,8 @@ pub struct AttachRequest {
     pub routes: Vec<Ipv4Net>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EndpointState {
-    /// Recorded, being applied (or the process died while applying it).
-    Attaching,
-    Ready,
-}
-
-/// One container interface on a network, as recorded on disk.
+/// One container interface on a network. On disk it is the plan, written once before the
+/// first kernel change; the ifindexes are known only after the change and are reported live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub network: String,
@@ -107,7 +97,9 @@ pub struct Endpoint {
     pub ifname: String,
     pub netns: PathBuf,
     pub host_veth: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ifindex: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_ifindex: Option<u32>,
     pub ip: Option<Ipv4Net>,
     pub gateway: Ipv4Addr,
@@ -116,7 +108,6 @@ pub struct Endpoint {
     pub routes: Vec<Ipv4Net>,
     /// Whether the address belongs to ferrynet's IPAM (and must be released on detach).
     pub ipam: bool,
-    pub state: EndpointState,
 }
 
 /// The host-side veth name: derived from the endpoint's identity, so that cleanup finds it
@@ -190,6 +181,15 @@ impl Driver {
     /// elements. Cheap when everything is already there (two netlink lookups). Returns the
     /// bridge's ifindex.
     pub fn ensure_network(&self, h: &mut Handle, net: &NetworkConfig) -> Result<u32, DriverError> {
+        self.ensure_network_with(h, &mut Firewall::open()?, net)
+    }
+
+    fn ensure_network_with(
+        &self,
+        h: &mut Handle,
+        fw: &mut Firewall,
+        net: &NetworkConfig,
+    ) -> Result<u32, DriverError> {
         let bridge = match h.link_by_name(&net.bridge).map_err(nl("look up bridge"))? {
             Some(link) if link.kind.as_deref() != Some("bridge") => {
                 return Err(crate::network::invalid(
@@ -232,7 +232,7 @@ impl Driver {
             }
         };
         write_sysctl("net/ipv4/ip_forward", "1").map_err(io_err(Path::new("ip_forward")))?;
-        Firewall::open()?.ensure_network(&Self::rules(net))?;
+        fw.ensure_network(&Self::rules(net))?;
         Ok(bridge)
     }
 
@@ -286,24 +286,21 @@ impl Driver {
         Ok(out)
     }
 
-    fn write_record(&self, ep: &Endpoint, exclusive: bool) -> Result<(), DriverError> {
+    /// Writes the endpoint's record, once: it exists whole or not at all.
+    fn write_record(&self, ep: &Endpoint) -> Result<(), DriverError> {
         let p = self.record_path(&ep.network, &ep.container_id, &ep.ifname);
         let data = serde_json::to_vec_pretty(ep).expect("serializable");
-        if exclusive {
-            let dir = self.state.endpoints_dir(&ep.network);
-            ensure_dir(&dir).map_err(io_err(&dir))?;
-            match create_exclusive(&p, &data) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Err(DriverError::AlreadyAttached {
-                        network: ep.network.clone(),
-                        container_id: ep.container_id.clone(),
-                        ifname: ep.ifname.clone(),
-                    })
-                }
-                r => r.map_err(io_err(&p)),
+        let dir = self.state.endpoints_dir(&ep.network);
+        ensure_dir(&dir).map_err(io_err(&dir))?;
+        match create_exclusive(&p, &data) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(DriverError::AlreadyAttached {
+                    network: ep.network.clone(),
+                    container_id: ep.container_id.clone(),
+                    ifname: ep.ifname.clone(),
+                })
             }
-        } else {
-            write_atomic(&p, &data).map_err(io_err(&p))
+            r => r.map_err(io_err(&p)),
         }
     }
 
@@ -328,9 +325,20 @@ impl Driver {
             }
         }
         let mut h = Handle::new().map_err(nl("open netlink"))?;
-        let bridge_index = self.ensure_network(&mut h, net)?;
+        let mut fw = Firewall::open()?;
+        let bridge_index = self.ensure_network_with(&mut h, &mut fw, net)?;
 
-        // 2. Record the plan: from here on, detach can undo whatever happens next.
+        // 2. The address, then the record of the plan. A second attach of the same key stops
+        //    at the first of the two (KeyExists, AlreadyAttached) with nothing changed; a crash
+        //    between them leaves a reservation that detach releases by key.
+        let key = endpoint_key(&req.container_id, &req.ifname);
+        let ip = match req.address {
+            AddressRequest::Allocate(requested) => {
+                let ip = self.ipam(net).allocate(&key, requested)?;
+                Ipv4Net::new(ip, net.subnet.prefix_len()).expect("valid prefix")
+            }
+            AddressRequest::External(ip) => ip,
+        };
         let mut ep = Endpoint {
             network: net.name.clone(),
             container_id: req.container_id.clone(),
@@ -339,23 +347,28 @@ impl Driver {
             host_veth: host_veth_name(&net.name, &req.container_id, &req.ifname),
             host_ifindex: None,
             container_ifindex: None,
-            ip: match req.address {
-                AddressRequest::External(ip) => Some(ip),
-                AddressRequest::Allocate(_) => None,
-            },
+            ip: Some(ip),
             gateway: net.gateway,
             mac: req.mac.unwrap_or_else(Mac::random),
             ports: req.ports.clone(),
             routes: req.routes.clone(),
             ipam: matches!(req.address, AddressRequest::Allocate(_)),
-            state: EndpointState::Attaching,
         };
-        self.write_record(&ep, true)?;
+        let recorded = failpoint::hit("attach.allocated")
+            .map_err(DriverError::from)
+            .and_then(|_| self.write_record(&ep));
+        if let Err(e) = recorded {
+            if ep.ipam {
+                let _ = self.ipam(net).release(&key);
+            }
+            return Err(e);
+        }
 
         // 3. Apply; on failure undo through detach's idempotent steps.
-        match self.apply(net, &mut h, &ns, bridge_index, req, &mut ep) {
+        match self.apply(net, &mut h, &mut fw, &ns, bridge_index, &mut ep) {
             Ok(()) => Ok(ep),
             Err(e) => {
+                drop(fw);
                 let _ = self.teardown(net, &ep);
                 Err(e)
             }
@@ -366,20 +379,13 @@ impl Driver {
         &self,
         net: &NetworkConfig,
         h: &mut Handle,
+        fw: &mut Firewall,
         ns: &Netns,
         bridge_index: u32,
-        req: &AttachRequest,
         ep: &mut Endpoint,
     ) -> Result<(), DriverError> {
         failpoint::hit("attach.recorded")?;
-        if let AddressRequest::Allocate(requested) = req.address {
-            let key = endpoint_key(&ep.container_id, &ep.ifname);
-            let ip = self.ipam(net).allocate(&key, requested)?;
-            ep.ip = Some(Ipv4Net::new(ip, net.subnet.prefix_len()).expect("valid prefix"));
-        }
         let ip = ep.ip.expect("address decided");
-        failpoint::hit("attach.allocated")?;
-
         h.create_veth(&VethSpec {
             host_name: &ep.host_veth,
             peer_name: &ep.ifname,
@@ -417,12 +423,10 @@ impl Driver {
         failpoint::hit("attach.host")?;
 
         if !ep.ports.is_empty() {
-            Firewall::open()?.add_ports(ip.addr(), &ep.ports)?;
+            fw.add_ports(ip.addr(), &ep.ports)?;
         }
         failpoint::hit("attach.ports")?;
-
-        ep.state = EndpointState::Ready;
-        self.write_record(ep, false)
+        Ok(())
     }
 
     /// Detaches an endpoint: idempotent, works when the namespace is gone and after a crash at
@@ -465,9 +469,14 @@ impl Driver {
                 None
             }
         });
+        // The firewall socket stays open until the end: closing an nf_tables socket right
+        // after a delete waits for the kernel's deferred destroy (an RCU grace period, ~15 ms
+        // here), which otherwise overlaps with the veth delete's own wait.
+        let mut fw = None;
         if let (Some(ip), false) = (ip, ep.ports.is_empty()) {
-            if let Err(e) = Firewall::open().and_then(|mut fw| fw.remove_ports(ip, &ep.ports)) {
-                errors.push(format!("unpublish ports: {e}"));
+            match Firewall::open().and_then(|mut f| f.remove_ports(ip, &ep.ports).map(|_| f)) {
+                Ok(f) => fw = Some(f),
+                Err(e) => errors.push(format!("unpublish ports: {e}")),
             }
         }
         if let Err(e) = failpoint::hit("detach.ports") {
@@ -488,9 +497,9 @@ impl Driver {
         if !errors.is_empty() {
             return Err(DriverError::Detach(errors.join("; ")));
         }
+        drop(fw);
         let p = self.record_path(&ep.network, &ep.container_id, &ep.ifname);
         remove_if_exists(&p).map_err(io_err(&p))?;
-        sweep_temps(&self.state.endpoints_dir(&ep.network));
         Ok(())
     }
 }

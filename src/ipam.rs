@@ -4,12 +4,13 @@
 //! On disk, under `<dir>` (one per network):
 //! - `ip-<addr>`   the reservation of one address; holds the key that owns it;
 //! - `key-<key>`   the address a key holds (so release never scans);
-//! - `last`        the last address handed out (round-robin cursor);
-//! - `lock`        held while allocating or releasing.
+//! - `lock`        held while allocating or releasing; holds the last address handed out
+//!   (the round-robin cursor).
 //!
-//! Every file is created or replaced atomically, so a process killed at any point leaves
-//! either a whole reservation or none; a reservation without its key file (killed between the
-//! two) is found by [`Ipam::release`]'s fallback scan or by [`Ipam::gc`].
+//! Every file is created whole or not at all (an unnamed O_TMPFILE inode linked into place),
+//! so a process killed at any point leaves either a whole reservation or none; a reservation
+//! without its key file (killed between the two) is found by [`Ipam::release`]'s fallback scan
+//! or by [`Ipam::gc`]. An allocation costs two file creations, no rename and no scan.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -17,10 +18,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 
-use crate::util::{
-    create_exclusive, ensure_dir, read_if_exists, remove_if_exists, sweep_temps, write_atomic,
-    FileLock,
-};
+use crate::util::{create_exclusive, ensure_dir, read_if_exists, remove_if_exists, FileLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
@@ -140,12 +138,9 @@ impl Ipam {
         })
     }
 
-    /// Takes the network's lock and sweeps what killed writers left behind.
     fn lock(&self) -> Result<FileLock, IpamError> {
         let p = self.dir.join("lock");
-        let lock = self.io(&p, FileLock::acquire(&p))?;
-        sweep_temps(&self.dir);
-        Ok(lock)
+        self.io(&p, FileLock::acquire(&p))
     }
 
     fn ip_file(&self, ip: Ipv4Addr) -> PathBuf {
@@ -163,7 +158,7 @@ impl Ipam {
             self.pool.check(ip)?;
         }
         self.io(&self.dir, ensure_dir(&self.dir))?;
-        let _lock = self.lock()?;
+        let lock = self.lock()?;
         if let Some(ip) = self.lookup(key)? {
             return Err(IpamError::KeyExists {
                 key: key.to_string(),
@@ -177,33 +172,31 @@ impl Ipam {
                 }
                 ip
             }
-            None => self.next_free()?,
+            None => self.next_free(&lock.value())?,
         };
         let ip_path = self.ip_file(ip);
         self.io(&ip_path, create_exclusive(&ip_path, key.as_bytes()))?;
         let key_path = self.key_file(key);
-        if let Err(e) = write_atomic(&key_path, ip.to_string().as_bytes()) {
+        if let Err(e) = create_exclusive(&key_path, ip.to_string().as_bytes()) {
             let _ = remove_if_exists(&ip_path);
             return self.io(&key_path, Err(e));
         }
         if requested.is_none() {
-            let last = self.dir.join("last");
-            self.io(&last, write_atomic(&last, ip.to_string().as_bytes()))?;
+            let p = self.dir.join("lock");
+            self.io(&p, lock.set_value(&ip.to_string()))?;
         }
         Ok(ip)
     }
 
     /// Round-robin from the cursor: the just-released address is not handed out again until
     /// the pool wraps. With free addresses after the cursor this probes O(1) files.
-    fn next_free(&self) -> Result<Ipv4Addr, IpamError> {
+    fn next_free(&self, cursor: &str) -> Result<Ipv4Addr, IpamError> {
         let start = u32::from(self.pool.start);
         let end = u32::from(self.pool.end);
         let span = end - start + 1;
-        let last = read_if_exists(&self.dir.join("last"))
+        let last = cursor
+            .parse::<Ipv4Addr>()
             .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.trim().parse::<Ipv4Addr>().ok())
             .map(u32::from)
             .filter(|l| *l >= start && *l <= end)
             .unwrap_or(end);

@@ -43,25 +43,17 @@ pub fn ensure_dir(path: &Path) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
 
-/// Temporary files live in `<dir>/.tmp/`, named after the writing process, so that
-/// [`sweep_temps`] can tell a dead writer's leftovers from a live writer's file.
-fn temp_path(path: &Path) -> io::Result<PathBuf> {
-    let dir = path.parent().unwrap_or(Path::new(".")).join(".tmp");
-    ensure_dir(&dir)?;
+fn temp_path(path: &Path) -> PathBuf {
     let mut r = [0u8; 8];
     fill_random(&mut r);
-    Ok(dir.join(format!(
-        "{}-{:016x}",
-        std::process::id(),
-        u64::from_ne_bytes(r)
-    )))
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("f");
+    path.with_file_name(format!(".{name}.tmp-{:016x}", u64::from_ne_bytes(r)))
 }
 
 /// Replaces `path` with `data` atomically: readers see the old or the new content, never a
-/// partial one, even if the process is killed midway (its temporary file is then swept by
-/// the next [`sweep_temps`] of the directory).
+/// partial one. (A process killed midway may leave a `.NAME.tmp-*` file next to it.)
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = temp_path(path)?;
+    let tmp = temp_path(path);
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -71,25 +63,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
-}
-
-/// Removes the temporary files of writers that no longer run.
-pub fn sweep_temps(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir.join(".tmp")) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let pid = name
-            .to_str()
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok());
-        // SAFETY: kill with signal 0 only checks for existence.
-        let alive = pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
-        if !alive {
-            let _ = fs::remove_file(e.path());
-        }
-    }
 }
 
 /// Creates `path` with `data` only if it does not exist (EEXIST otherwise), atomically: the
@@ -140,8 +113,10 @@ pub fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// An exclusive advisory lock on a file, released when dropped (or when the process dies).
+/// The lock file can carry a small value (IPAM keeps its round-robin cursor there), read and
+/// written while the lock is held, without opening another file.
 pub struct FileLock {
-    _file: File,
+    file: File,
 }
 
 impl FileLock {
@@ -157,7 +132,20 @@ impl FileLock {
             .mode(0o600)
             .open(path)?;
         file.lock()?;
-        Ok(FileLock { _file: file })
+        Ok(FileLock { file })
+    }
+
+    pub fn value(&self) -> String {
+        let mut buf = [0u8; 64];
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, &mut buf, 0).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).trim().to_string()
+    }
+
+    /// Overwrites the value in place. Not atomic against a crash, so only for values whose
+    /// loss is harmless (a cursor that then restarts from the beginning).
+    pub fn set_value(&self, v: &str) -> io::Result<()> {
+        let padded = format!("{v:<32}\n");
+        std::os::unix::fs::FileExt::write_all_at(&self.file, padded.as_bytes(), 0)
     }
 }
 
@@ -178,8 +166,7 @@ mod tests {
         assert!(remove_if_exists(&p).unwrap());
         assert!(!remove_if_exists(&p).unwrap());
         // No temporary files are left behind.
-        assert_eq!(fs::read_dir(dir.join(".tmp")).unwrap().count(), 0);
-        fs::remove_dir(dir.join(".tmp")).unwrap();
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
         fs::remove_dir(&dir).unwrap();
     }
 

@@ -17,11 +17,12 @@ const ATTACH_STEPS: &[&str] = &[
     "attach.ports",
 ];
 
-/// The state that must come back; the IPAM round-robin cursor may legitimately move.
+/// The state that must come back; the IPAM round-robin cursor (kept in the lock file) may
+/// legitimately move.
 fn clean_snapshot(host: &Host) -> String {
     host.snapshot()
         .lines()
-        .filter(|l| !l.contains("/last:"))
+        .filter(|l| !l.contains("/lock:"))
         .collect::<Vec<_>>()
         .join("\n")
 }

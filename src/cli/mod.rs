@@ -1,5 +1,6 @@
 //! The `ferrynet` command line: clap commands over the library, nothing more.
 
+mod bench;
 mod demo;
 mod network;
 mod run;
@@ -43,6 +44,8 @@ enum Command {
     Run(run::RunArgs),
     /// Build a throwaway host, two containers and an outside world; show how packets flow.
     Demo(demo::DemoArgs),
+    /// Measure per-container attach/detach against the kernel's floor (prints a table).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -93,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Detach(a) => detach(&state, a).map(|_| ExitCode::SUCCESS),
         Command::Run(a) => run::run(&state, a),
         Command::Demo(a) => demo::run(a).map(|_| ExitCode::SUCCESS),
+        Command::Bench(a) => bench::run(a).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

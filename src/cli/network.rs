@@ -124,8 +124,13 @@ pub fn run(state: &StateDir, cmd: NetworkCmd) -> Result<()> {
         }
         NetworkCmd::Inspect { name, json } => {
             let config = state.load(&name)?;
-            let link = Handle::new()?.link_by_name(&config.bridge)?;
-            let endpoints = Driver::new(state.clone()).endpoints(&name)?;
+            let mut h = Handle::new()?;
+            let link = h.link_by_name(&config.bridge)?;
+            let mut endpoints = Driver::new(state.clone()).endpoints(&name)?;
+            // Records hold the plan; ifindexes are read live from the kernel.
+            for ep in &mut endpoints {
+                ep.host_ifindex = h.link_by_name(&ep.host_veth)?.map(|l| l.index);
+            }
             let info = Inspect {
                 bridge_ifindex: link.as_ref().map(|l| l.index),
                 bridge_up: link.as_ref().is_some_and(|l| l.up),

@@ -1,0 +1,400 @@
+//! `ferrynet bench`: per-container attach/detach cost of ferrynet, measured side by side in one
+//! run with the floor the kernel allows (one process start + the same netlink messages issued
+//! in-process), at N containers on one bridge, without and with one published port each.
+//! Batches of A and B alternate so that the machine's drift hits both.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::bridge::Driver;
+use crate::firewall::{Firewall, PortMapping, Protocol};
+use crate::netlink::{Handle, Mac, Route, VethSpec};
+use crate::netns::{self, Netns};
+use crate::network::{NetworkConfig, StateDir};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Containers on one bridge per scenario.
+    #[arg(long, default_value_t = 1000)]
+    containers: usize,
+    /// A reduced run (100 containers) that checks the harness, for CI.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+const BATCH: usize = 50;
+
+#[derive(Serialize, Clone)]
+struct Stats {
+    n: usize,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    first50_p50_ms: f64,
+    last50_p50_ms: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn median(s: &[Duration]) -> Duration {
+    let mut v = s.to_vec();
+    v.sort();
+    percentile(&v, 0.5)
+}
+
+fn stats(samples: &[Duration]) -> Stats {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let k = BATCH.min(samples.len());
+    Stats {
+        n: samples.len(),
+        p50_ms: ms(percentile(&sorted, 0.5)),
+        p90_ms: ms(percentile(&sorted, 0.9)),
+        p99_ms: ms(percentile(&sorted, 0.99)),
+        max_ms: ms(*sorted.last().unwrap_or(&Duration::ZERO)),
+        first50_p50_ms: ms(median(&samples[..k])),
+        last50_p50_ms: ms(median(&samples[samples.len() - k..])),
+    }
+}
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    stats: Stats,
+}
+
+/// Namespaces and state of one scenario, removed on drop.
+struct Scenario {
+    names: Vec<String>,
+    state: PathBuf,
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = netns::delete_named(n);
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("[bench] {msg}");
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let n = if a.quick {
+        100
+    } else {
+        a.containers.max(BATCH)
+    };
+    let n = n.div_ceil(BATCH) * BATCH;
+    let mut rows = Vec::new();
+
+    progress("process start of a trivial binary (/bin/true), 200 runs");
+    let spawn = spawn_floor(200)?;
+    rows.push(Row {
+        name: "process start (/bin/true)".into(),
+        stats: stats(&spawn),
+    });
+    let exe = std::env::current_exe()?;
+    let version = (0..200)
+        .map(|_| time_process(Command::new(&exe).arg("--version")))
+        .collect::<Result<Vec<_>>>()?;
+    rows.push(Row {
+        name: "process start (ferrynet --version)".into(),
+        stats: stats(&version),
+    });
+
+    for ports in [false, true] {
+        let label = if ports { " + 1 published port" } else { "" };
+        let r = scenario(n, ports)?;
+        rows.push(Row {
+            name: format!("ferrynet attach{label}"),
+            stats: stats(&r.attach),
+        });
+        rows.push(Row {
+            name: format!("floor: same netlink in-process{label}"),
+            stats: stats(&r.floor_attach),
+        });
+        rows.push(Row {
+            name: format!("ferrynet detach{label}"),
+            stats: stats(&r.detach),
+        });
+        rows.push(Row {
+            name: format!("floor: veth delete in-process{label}"),
+            stats: stats(&r.floor_detach),
+        });
+    }
+    print_table(&rows, n, median(&spawn));
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_vec_pretty(&rows)?)
+            .with_context(|| format!("write {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row], n: usize, spawn: Duration) {
+    println!("\n### ferrynet bench: {n} containers on one bridge (times in ms)\n");
+    println!("| measure | n | p50 | p90 | p99 | max | first 50 p50 | last 50 p50 | last/first |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let s = &r.stats;
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            r.name,
+            s.n,
+            s.p50_ms,
+            s.p90_ms,
+            s.p99_ms,
+            s.max_ms,
+            s.first50_p50_ms,
+            s.last50_p50_ms,
+            s.last50_p50_ms / s.first50_p50_ms.max(1e-9)
+        );
+    }
+    let find = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.stats.p50_ms);
+    println!();
+    for label in ["", " + 1 published port"] {
+        if let (Some(f), Some(fl), Some(d), Some(fd)) = (
+            find(&format!("ferrynet attach{label}")),
+            find(&format!("floor: same netlink in-process{label}")),
+            find(&format!("ferrynet detach{label}")),
+            find(&format!("floor: veth delete in-process{label}")),
+        ) {
+            let floor = fl + ms(spawn);
+            println!(
+                "- attach{label}: ferrynet {f:.2} ms vs floor (process start {:.2} + netlink {fl:.2}) {floor:.2} ms: **{:.2}x** the floor",
+                ms(spawn),
+                f / floor
+            );
+            println!(
+                "- detach{label}: ferrynet {d:.2} ms vs floor (process start + veth delete) {:.2} ms: **{:.2}x**",
+                fd + ms(spawn),
+                d / (fd + ms(spawn))
+            );
+        }
+    }
+}
+
+fn time_process(cmd: &mut Command) -> Result<Duration> {
+    let t = Instant::now();
+    let out = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output()?;
+    let d = t.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(d)
+}
+
+fn spawn_floor(runs: usize) -> Result<Vec<Duration>> {
+    (0..runs)
+        .map(|_| time_process(&mut Command::new("/bin/true")))
+        .collect()
+}
+
+struct ScenarioResult {
+    attach: Vec<Duration>,
+    floor_attach: Vec<Duration>,
+    detach: Vec<Duration>,
+    floor_detach: Vec<Duration>,
+}
+
+fn ns_name(tag: &str) -> String {
+    format!("ferrynet-bench-{}-{tag}", std::process::id())
+}
+
+fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
+    let label = if ports {
+        "with a published port"
+    } else {
+        "no ports"
+    };
+    let state = std::env::temp_dir().join(format!("ferrynet-bench-{}", std::process::id()));
+    let mut sc = Scenario {
+        names: Vec::new(),
+        state: state.clone(),
+    };
+    progress(&format!(
+        "{label}: creating 2 hosts and {} container namespaces",
+        2 * n
+    ));
+    let mut make = |tag: String| -> Result<Netns> {
+        let name = ns_name(&tag);
+        let path = netns::create_named(&name)?;
+        sc.names.push(name);
+        Ok(Netns::open(&path)?)
+    };
+    let host_a = make("a".into())?;
+    let host_b = make("b".into())?;
+    let cs_a = (0..n)
+        .map(|i| make(format!("a{i}")))
+        .collect::<Result<Vec<_>>>()?;
+    let cs_b = (0..n)
+        .map(|i| make(format!("b{i}")))
+        .collect::<Result<Vec<_>>>()?;
+
+    let st = StateDir::new(&state);
+    let net = NetworkConfig::new("bench", "10.90.0.0/16".parse()?, None, None, 1500)?;
+    host_a.run(|| -> Result<()> {
+        st.insert(&net)?;
+        Driver::new(st.clone()).ensure_network(&mut Handle::new()?, &net)?;
+        Ok(())
+    })??;
+    // The floor's host: a bridge with the same properties, and the same table for ports.
+    let floor_bridge = host_b.run(|| -> Result<u32> {
+        let mut h = Handle::new()?;
+        Ok(Driver::new(StateDir::new(state.join("floor"))).ensure_network(&mut h, &net)?)
+    })??;
+
+    let exe = std::env::current_exe()?;
+    let host_a_fd = host_a.fd().as_raw_fd();
+    let ferrynet = |args: &[&str]| -> Result<Duration> {
+        let mut cmd = Command::new(&exe);
+        cmd.args(args).env("FERRYNET_STATE_DIR", &state);
+        // SAFETY: setns is async-signal-safe; the fd outlives the child's start.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(host_a_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        time_process(&mut cmd)
+    };
+
+    let mut r = ScenarioResult {
+        attach: Vec::with_capacity(n),
+        floor_attach: Vec::with_capacity(n),
+        detach: Vec::with_capacity(n),
+        floor_detach: Vec::with_capacity(n),
+    };
+    let port = |i: usize| PortMapping {
+        host_port: 10000 + i as u16,
+        container_port: 80,
+        protocol: Protocol::Tcp,
+    };
+    for batch in 0..n / BATCH {
+        for (i, c) in cs_a.iter().enumerate().skip(batch * BATCH).take(BATCH) {
+            let path = c.path().to_string_lossy().into_owned();
+            let p = port(i).to_string();
+            let mut args = vec!["attach", &path, "--network", "bench"];
+            if ports {
+                args.extend(["-p", &p]);
+            }
+            r.attach.push(ferrynet(&args)?);
+        }
+        for (i, c) in cs_b.iter().enumerate().skip(batch * BATCH).take(BATCH) {
+            let ip = ipnet::Ipv4Net::new(
+                std::net::Ipv4Addr::from(u32::from(net.gateway) + 1 + i as u32),
+                16,
+            )?;
+            let d = host_b.run(|| {
+                floor_attach(c, floor_bridge, i, ip, net.gateway, ports.then(|| port(i)))
+            })??;
+            r.floor_attach.push(d);
+        }
+        progress(&format!("{label}: attached {}/{n}", (batch + 1) * BATCH));
+    }
+    for batch in 0..n / BATCH {
+        for c in cs_a.iter().skip(batch * BATCH).take(BATCH) {
+            let path = c.path().to_string_lossy().into_owned();
+            r.detach
+                .push(ferrynet(&["detach", &path, "--network", "bench"])?);
+        }
+        for i in batch * BATCH..(batch + 1) * BATCH {
+            let ip = std::net::Ipv4Addr::from(u32::from(net.gateway) + 1 + i as u32);
+            let d = host_b.run(|| floor_detach(i, ip, ports.then(|| port(i))))??;
+            r.floor_detach.push(d);
+        }
+        progress(&format!("{label}: detached {}/{n}", (batch + 1) * BATCH));
+    }
+    drop(sc);
+    Ok(r)
+}
+
+fn floor_veth(i: usize) -> String {
+    format!("fl{i}")
+}
+
+/// The same kernel work as an attach, in-process: veth with the peer in the container and the
+/// host end on the bridge; inside: address, up, lo up, default route; host end up; and the
+/// published port's map element.
+fn floor_attach(
+    c: &Netns,
+    bridge: u32,
+    i: usize,
+    ip: ipnet::Ipv4Net,
+    gw: std::net::Ipv4Addr,
+    port: Option<PortMapping>,
+) -> Result<Duration> {
+    let t = Instant::now();
+    let mut h = Handle::new()?;
+    let host_name = floor_veth(i);
+    h.create_veth(&VethSpec {
+        host_name: &host_name,
+        peer_name: "eth0",
+        peer_netns: c.fd(),
+        peer_mac: Some(Mac::random()),
+        mtu: 1500,
+        master: Some(bridge),
+    })?;
+    let host_index = c.run(|| -> Result<u32> {
+        let mut h = Handle::new()?;
+        let l = h.link_by_name("eth0")?.context("eth0")?;
+        let _ = netns::write_sysctl("net/ipv6/conf/eth0/disable_ipv6", "1");
+        h.add_addr(l.index, ip)?;
+        h.set_up(l.index)?;
+        h.set_up(1)?;
+        h.add_route(&Route {
+            dst: "0.0.0.0/0".parse()?,
+            gateway: Some(gw),
+            oif: Some(l.index),
+            onlink: false,
+        })?;
+        l.peer_index.context("peer")
+    })??;
+    let _ = netns::write_sysctl(&format!("net/ipv6/conf/{host_name}/disable_ipv6"), "1");
+    h.set_port_up(host_index, true)?;
+    if let Some(p) = port {
+        Firewall::open()?.add_ports(ip.addr(), &[p])?;
+    }
+    Ok(t.elapsed())
+}
+
+fn floor_detach(i: usize, ip: std::net::Ipv4Addr, port: Option<PortMapping>) -> Result<Duration> {
+    let t = Instant::now();
+    let mut fw = None;
+    if let Some(p) = port {
+        let mut f = Firewall::open()?;
+        f.remove_ports(ip, &[p])?;
+        fw = Some(f);
+    }
+    Handle::new()?.delete_link_by_name(&floor_veth(i))?;
+    drop(fw);
+    Ok(t.elapsed())
+}
