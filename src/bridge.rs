@@ -334,7 +334,17 @@ impl Driver {
         let key = endpoint_key(&req.container_id, &req.ifname);
         let ip = match req.address {
             AddressRequest::Allocate(requested) => {
-                let ip = self.ipam(net).allocate(&key, requested)?;
+                let ip = self
+                    .ipam(net)
+                    .allocate(&key, requested)
+                    .map_err(|e| match e {
+                        IpamError::KeyExists { .. } => DriverError::AlreadyAttached {
+                            network: net.name.clone(),
+                            container_id: req.container_id.clone(),
+                            ifname: req.ifname.clone(),
+                        },
+                        e => e.into(),
+                    })?;
                 Ipv4Net::new(ip, net.subnet.prefix_len()).expect("valid prefix")
             }
             AddressRequest::External(ip) => ip,
