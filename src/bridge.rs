@@ -18,7 +18,9 @@ use crate::ipam::{Ipam, IpamError, Pool};
 use crate::netlink::{Handle, Mac, NetlinkError, Route, VethSpec};
 use crate::netns::{write_sysctl, Netns, NetnsError};
 use crate::network::{validate_id, validate_ifname, NetworkConfig, NetworkError, StateDir};
-use crate::util::{create_exclusive, ensure_dir, fnv1a64, read_if_exists, remove_if_exists};
+use crate::util::{
+    create_exclusive, ensure_dir, fnv1a64, read_if_exists, remove_if_exists, StepTimer,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -231,7 +233,9 @@ impl Driver {
                 link.index
             }
         };
-        write_sysctl("net/ipv4/ip_forward", "1").map_err(io_err(Path::new("ip_forward")))?;
+        if !h.ipv4_forwarding().map_err(nl("read ip_forward"))? {
+            write_sysctl("net/ipv4/ip_forward", "1").map_err(io_err(Path::new("ip_forward")))?;
+        }
         fw.ensure_network(&Self::rules(net))?;
         Ok(bridge)
     }
@@ -310,6 +314,7 @@ impl Driver {
         net: &NetworkConfig,
         req: &AttachRequest,
     ) -> Result<Endpoint, DriverError> {
+        let timer = StepTimer::new("attach");
         // 1. Validate everything before changing anything.
         validate_id("container id", &req.container_id)?;
         validate_ifname("ifname", &req.ifname)?;
@@ -326,7 +331,9 @@ impl Driver {
         }
         let mut h = Handle::new().map_err(nl("open netlink"))?;
         let mut fw = Firewall::open()?;
+        timer.mark("validated");
         let bridge_index = self.ensure_network_with(&mut h, &mut fw, net)?;
+        timer.mark("network ensured");
 
         // 2. The address, then the record of the plan. A second attach of the same key stops
         //    at the first of the two (KeyExists, AlreadyAttached) with nothing changed; a crash
@@ -374,8 +381,10 @@ impl Driver {
             return Err(e);
         }
 
+        timer.mark("address allocated, record written");
+
         // 3. Apply; on failure undo through detach's idempotent steps.
-        match self.apply(net, &mut h, &mut fw, &ns, bridge_index, &mut ep) {
+        match self.apply(net, (&mut h, &mut fw), &ns, bridge_index, &mut ep, &timer) {
             Ok(()) => Ok(ep),
             Err(e) => {
                 drop(fw);
@@ -388,11 +397,11 @@ impl Driver {
     fn apply(
         &self,
         net: &NetworkConfig,
-        h: &mut Handle,
-        fw: &mut Firewall,
+        (h, fw): (&mut Handle, &mut Firewall),
         ns: &Netns,
         bridge_index: u32,
         ep: &mut Endpoint,
+        timer: &StepTimer,
     ) -> Result<(), DriverError> {
         failpoint::hit("attach.recorded")?;
         let ip = ep.ip.expect("address decided");
@@ -414,6 +423,7 @@ impl Driver {
                 nl("create veth pair")(e)
             }
         })?;
+        timer.mark("veth created");
         failpoint::hit("attach.veth")?;
 
         let (ifname, gateway, routes) = (ep.ifname.clone(), net.gateway, ep.routes.clone());
@@ -421,20 +431,22 @@ impl Driver {
             ns.run(move || configure_container(&ifname, ip, gateway, &routes))??;
         ep.container_ifindex = Some(container_index);
         ep.host_ifindex = Some(host_index);
+        timer.mark("container configured");
         failpoint::hit("attach.container")?;
 
         // No IPv6 on the host-side port of an IPv4 network: every new port's link-local
-        // address, DAD and MLD reports are flooded to all other ports, making attach O(n).
-        let _ = write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", ep.host_veth), "1");
-        // Hairpin: with br_netfilter loaded, a container reaching its own published port is
-        // DNATed at bridge level and must go back out of the port it came in on.
-        h.set_port_up(host_index, net.hairpin)
+        // address, DAD and MLD reports would be flooded to all other ports. Hairpin: with
+        // br_netfilter loaded, a container reaching its own published port is DNATed at
+        // bridge level and must go back out of the port it came in on.
+        h.set_up_ipv4_only(host_index, Some(net.hairpin))
             .map_err(nl("set host veth up"))?;
+        timer.mark("host veth up");
         failpoint::hit("attach.host")?;
 
         if !ep.ports.is_empty() {
             fw.add_ports(ip.addr(), &ep.ports)?;
         }
+        timer.mark("ports published");
         failpoint::hit("attach.ports")?;
         Ok(())
     }
@@ -534,11 +546,10 @@ fn configure_container(
             .ok_or(nl("look up container interface")(NetlinkError::Malformed(
                 "veth without peer",
             )))?;
-    // An IPv4 network: no IPv6 addresses, so no DAD wait and no multicast on the bridge.
-    let _ = write_sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "1");
     h.add_addr(link.index, ip)
         .map_err(nl("add container address"))?;
-    h.set_up(link.index)
+    // An IPv4 network: no IPv6 addresses, so no DAD wait and no multicast on the bridge.
+    h.set_up_ipv4_only(link.index, None)
         .map_err(nl("set container interface up"))?;
     h.set_up(1).map_err(nl("set lo up"))?;
     for dst in routes {

@@ -149,6 +149,34 @@ impl FileLock {
     }
 }
 
+/// Step timings printed to stderr when `FERRYNET_TRACE_TIMING` is set: where a slow attach
+/// spends its time, without a profiler.
+pub struct StepTimer {
+    start: std::time::Instant,
+    enabled: bool,
+    what: &'static str,
+}
+
+impl StepTimer {
+    pub fn new(what: &'static str) -> StepTimer {
+        StepTimer {
+            start: std::time::Instant::now(),
+            enabled: std::env::var_os("FERRYNET_TRACE_TIMING").is_some(),
+            what,
+        }
+    }
+
+    pub fn mark(&self, step: &str) {
+        if self.enabled {
+            eprintln!(
+                "ferrynet timing: {} {step} +{}us",
+                self.what,
+                self.start.elapsed().as_micros()
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,7 @@ struct Row {
 struct Scenario {
     names: Vec<String>,
     state: PathBuf,
+    run_dir: Option<PathBuf>,
 }
 
 impl Drop for Scenario {
@@ -95,6 +96,9 @@ impl Drop for Scenario {
             let _ = netns::delete_named(n);
         }
         let _ = std::fs::remove_dir_all(&self.state);
+        if let Some(r) = &self.run_dir {
+            let _ = std::fs::remove_dir_all(r);
+        }
     }
 }
 
@@ -237,6 +241,7 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
     let mut sc = Scenario {
         names: Vec::new(),
         state: state.clone(),
+        run_dir: None,
     };
     progress(&format!(
         "{label}: creating 2 hosts and {} container namespaces",
@@ -257,7 +262,10 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
         .map(|i| make(format!("b{i}")))
         .collect::<Result<Vec<_>>>()?;
 
-    let st = StateDir::new(&state);
+    // Runtime state on tmpfs, as in production (/run/ferrynet).
+    let run_dir = PathBuf::from(format!("/run/ferrynet-bench-{}", std::process::id()));
+    sc.run_dir = Some(run_dir.clone());
+    let st = StateDir::with_run_dir(&state, &run_dir);
     let net = NetworkConfig::new("bench", "10.90.0.0/16".parse()?, None, None, 1500)?;
     host_a.run(|| -> Result<()> {
         st.insert(&net)?;
@@ -274,7 +282,9 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
     let host_a_fd = host_a.fd().as_raw_fd();
     let ferrynet = |args: &[&str]| -> Result<Duration> {
         let mut cmd = Command::new(&exe);
-        cmd.args(args).env("FERRYNET_STATE_DIR", &state);
+        cmd.args(args)
+            .env("FERRYNET_STATE_DIR", &state)
+            .env("FERRYNET_RUN_DIR", &run_dir);
         // SAFETY: setns is async-signal-safe; the fd outlives the child's start.
         unsafe {
             cmd.pre_exec(move || {
@@ -366,9 +376,8 @@ fn floor_attach(
     let host_index = c.run(|| -> Result<u32> {
         let mut h = Handle::new()?;
         let l = h.link_by_name("eth0")?.context("eth0")?;
-        let _ = netns::write_sysctl("net/ipv6/conf/eth0/disable_ipv6", "1");
         h.add_addr(l.index, ip)?;
-        h.set_up(l.index)?;
+        h.set_up_ipv4_only(l.index, None)?;
         h.set_up(1)?;
         h.add_route(&Route {
             dst: "0.0.0.0/0".parse()?,
@@ -378,8 +387,7 @@ fn floor_attach(
         })?;
         l.peer_index.context("peer")
     })??;
-    let _ = netns::write_sysctl(&format!("net/ipv6/conf/{host_name}/disable_ipv6"), "1");
-    h.set_port_up(host_index, true)?;
+    h.set_up_ipv4_only(host_index, Some(true))?;
     if let Some(p) = port {
         Firewall::open()?.add_ports(ip.addr(), &[p])?;
     }

@@ -24,9 +24,13 @@ use crate::network::{validate_id, StateDir};
     about = "Container networking over Linux bridges"
 )]
 struct Cli {
-    /// State directory (networks, endpoints, IPAM).
-    #[arg(long, global = true, env = "FERRYNET_STATE_DIR", default_value = crate::network::DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
+    /// Configuration directory (network definitions) [default: /var/lib/ferrynet].
+    #[arg(long, global = true, env = "FERRYNET_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Runtime state (endpoints, IPAM) [default: /run/ferrynet, or STATE_DIR/run when only
+    /// --state-dir is given].
+    #[arg(long, global = true, env = "FERRYNET_RUN_DIR")]
+    run_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,8 +92,10 @@ struct DetachArgs {
 }
 
 pub fn main() -> ExitCode {
+    let timer = crate::util::StepTimer::new("cli");
     let cli = Cli::parse();
-    let state = StateDir::new(&cli.state_dir);
+    timer.mark("arguments parsed");
+    let state = StateDir::resolve(cli.state_dir, cli.run_dir);
     let result = match cli.command {
         Command::Network(cmd) => network::run(&state, cmd).map(|_| ExitCode::SUCCESS),
         Command::Attach(a) => attach(&state, a).map(|_| ExitCode::SUCCESS),

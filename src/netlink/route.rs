@@ -23,10 +23,12 @@ const RTM_GETROUTE: u16 = 26;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
 const RTM_GETNEIGH: u16 = 30;
+const RTM_GETNETCONF: u16 = 82;
 
 const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
 const AF_BRIDGE: u8 = 7;
+const AF_INET6: u16 = 10;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
@@ -34,7 +36,13 @@ const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_AF_SPEC: u16 = 26;
 const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
+const NETCONFA_IFINDEX: u16 = 1;
+const NETCONFA_FORWARDING: u16 = 2;
+const NETCONFA_IFINDEX_ALL: i32 = -1;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const IFLA_INFO_SLAVE_DATA: u16 = 5;
@@ -299,16 +307,49 @@ impl Handle {
         self.ack(m)
     }
 
-    /// Sets a bridge port up and, in the same request, its hairpin mode.
-    pub fn set_port_up(&mut self, index: u32, hairpin: bool) -> Result<(), NetlinkError> {
-        let mut m = Message::new(RTM_NEWLINK, 0);
-        m.header(&ifinfomsg(AF_UNSPEC, index, IFF_UP, IFF_UP));
-        m.begin_nested(IFLA_LINKINFO);
-        m.begin_nested(IFLA_INFO_SLAVE_DATA);
-        m.attr_u8(IFLA_BRPORT_MODE, hairpin as u8);
-        m.end_nested();
-        m.end_nested();
-        self.ack(m)
+    /// Brings a link up without IPv6 (no link-local address, so no DAD and no multicast
+    /// noise): IPv6 address generation is switched off first, then the link goes up, in one
+    /// datagram. For a bridge port, `hairpin` sets its hairpin mode in the same request.
+    ///
+    /// This replaces writing /proc/sys/net/ipv6/conf/DEV/disable_ipv6, whose path walk costs
+    /// O(number of network namespaces) on this kernel (~0.6 ms at 2,000 namespaces).
+    pub fn set_up_ipv4_only(
+        &mut self,
+        index: u32,
+        hairpin: Option<bool>,
+    ) -> Result<(), NetlinkError> {
+        let mut no_v6 = Message::new(RTM_NEWLINK, 0);
+        no_v6.header(&ifinfomsg(AF_UNSPEC, index, 0, 0));
+        no_v6.begin_nested(IFLA_AF_SPEC);
+        no_v6.begin_nested(AF_INET6);
+        no_v6.attr_u8(IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE);
+        no_v6.end_nested();
+        no_v6.end_nested();
+        let mut up = Message::new(RTM_NEWLINK, 0);
+        up.header(&ifinfomsg(AF_UNSPEC, index, IFF_UP, IFF_UP));
+        if let Some(hairpin) = hairpin {
+            up.begin_nested(IFLA_LINKINFO);
+            up.begin_nested(IFLA_INFO_SLAVE_DATA);
+            up.attr_u8(IFLA_BRPORT_MODE, hairpin as u8);
+            up.end_nested();
+            up.end_nested();
+        }
+        self.sock.transaction(vec![no_v6, up], None).map(|_| ())
+    }
+
+    /// Whether IPv4 forwarding is on in this namespace (read over netlink: no /proc walk).
+    pub fn ipv4_forwarding(&mut self) -> Result<bool, NetlinkError> {
+        let mut m = Message::new(RTM_GETNETCONF, 0);
+        m.header(&[AF_INET, 0, 0, 0]);
+        m.attr(NETCONFA_IFINDEX, &NETCONFA_IFINDEX_ALL.to_ne_bytes());
+        for r in self.sock.request(m)? {
+            for (kind, data) in attrs(r.payload.get(4..).unwrap_or(&[])) {
+                if kind == NETCONFA_FORWARDING {
+                    return Ok(attr_u32(data).unwrap_or(0) != 0);
+                }
+            }
+        }
+        Err(NetlinkError::Malformed("no NETCONFA_FORWARDING in reply"))
     }
 
     pub fn set_down(&mut self, index: u32) -> Result<(), NetlinkError> {

@@ -171,7 +171,7 @@ impl Host {
 
     /// IPAM reservations on disk for a network.
     pub fn reservations(&self, network: &str) -> Vec<String> {
-        let dir = self.state.join("ipam").join(network);
+        let dir = self.state.join("run").join("ipam").join(network);
         match std::fs::read_dir(dir) {
             Ok(e) => e
                 .flatten()
