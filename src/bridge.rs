@@ -18,9 +18,7 @@ use crate::ipam::{Ipam, IpamError, Pool};
 use crate::netlink::{Handle, Mac, NetlinkError, Route, VethSpec};
 use crate::netns::{write_sysctl, Netns, NetnsError};
 use crate::network::{validate_id, validate_ifname, NetworkConfig, NetworkError, StateDir};
-use crate::util::{
-    create_exclusive, ensure_dir, fnv1a64, read_if_exists, remove_if_exists, StepTimer,
-};
+use crate::util::{create_new, ensure_dir, fnv1a64, read_if_exists, remove_if_exists, StepTimer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -78,6 +76,23 @@ pub enum AddressRequest {
     External(Ipv4Net),
 }
 
+/// A route inside the container: `dst` via `gw`, or via the network's gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    pub dst: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<Ipv4Addr>,
+}
+
+impl RouteSpec {
+    pub fn default_route() -> RouteSpec {
+        RouteSpec {
+            dst: Ipv4Net::default(),
+            gw: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AttachRequest {
     pub netns: PathBuf,
@@ -86,8 +101,8 @@ pub struct AttachRequest {
     pub address: AddressRequest,
     pub mac: Option<Mac>,
     pub ports: Vec<PortMapping>,
-    /// Destinations routed via the gateway inside the container (default: 0.0.0.0/0).
-    pub routes: Vec<Ipv4Net>,
+    /// Routes inside the container (usually just the default route via the gateway).
+    pub routes: Vec<RouteSpec>,
 }
 
 /// One container interface on a network. On disk it is the plan, written once before the
@@ -106,8 +121,11 @@ pub struct Endpoint {
     pub ip: Option<Ipv4Net>,
     pub gateway: Ipv4Addr,
     pub mac: Mac,
+    /// The host end's MAC (chosen by ferrynet, so it is known without asking the kernel).
+    #[serde(default)]
+    pub host_mac: Mac,
     pub ports: Vec<PortMapping>,
-    pub routes: Vec<Ipv4Net>,
+    pub routes: Vec<RouteSpec>,
     /// Whether the address belongs to ferrynet's IPAM (and must be released on detach).
     pub ipam: bool,
 }
@@ -141,6 +159,18 @@ pub fn default_mtu() -> u32 {
         .ok()
         .flatten()
         .unwrap_or(crate::network::DEFAULT_MTU)
+}
+
+/// The addresses a network hands out.
+pub fn pool_of(net: &NetworkConfig) -> Pool {
+    let mut pool = Pool::new(net.subnet, Some(net.gateway));
+    if let Some(start) = net.range_start {
+        pool.start = pool.start.max(start);
+    }
+    if let Some(end) = net.range_end {
+        pool.end = pool.end.min(end);
+    }
+    pool
 }
 
 pub struct Driver {
@@ -221,9 +251,11 @@ impl Driver {
                     .ok_or_else(|| {
                         nl("look up bridge")(NetlinkError::Malformed("bridge vanished"))
                     })?;
-                match h.add_addr(link.index, net.gateway_net()) {
-                    Err(e) if !e.is(libc::EEXIST) => return Err(nl("add gateway address")(e)),
-                    _ => {}
+                if net.gateway_on_bridge {
+                    match h.add_addr(link.index, net.gateway_net()) {
+                        Err(e) if !e.is(libc::EEXIST) => return Err(nl("add gateway address")(e)),
+                        _ => {}
+                    }
                 }
                 let conf = format!("net/ipv4/conf/{}/route_localnet", net.bridge);
                 write_sysctl(&conf, "1").map_err(io_err(Path::new(&conf)))?;
@@ -290,13 +322,14 @@ impl Driver {
         Ok(out)
     }
 
-    /// Writes the endpoint's record, once: it exists whole or not at all.
+    /// Writes the endpoint's record, once, before the first kernel change. A crash while
+    /// writing leaves a partial record, which readers treat as no record (see detach).
     fn write_record(&self, ep: &Endpoint) -> Result<(), DriverError> {
         let p = self.record_path(&ep.network, &ep.container_id, &ep.ifname);
         let data = serde_json::to_vec_pretty(ep).expect("serializable");
         let dir = self.state.endpoints_dir(&ep.network);
         ensure_dir(&dir).map_err(io_err(&dir))?;
-        match create_exclusive(&p, &data) {
+        match create_new(&p, &data) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(DriverError::AlreadyAttached {
                     network: ep.network.clone(),
@@ -367,6 +400,7 @@ impl Driver {
             ip: Some(ip),
             gateway: net.gateway,
             mac: req.mac.unwrap_or_else(Mac::random),
+            host_mac: Mac::random(),
             ports: req.ports.clone(),
             routes: req.routes.clone(),
             ipam: matches!(req.address, AddressRequest::Allocate(_)),
@@ -409,6 +443,7 @@ impl Driver {
             host_name: &ep.host_veth,
             peer_name: &ep.ifname,
             peer_netns: ns.fd(),
+            host_mac: Some(ep.host_mac),
             peer_mac: Some(ep.mac),
             mtu: net.mtu,
             master: Some(bridge_index),
@@ -467,12 +502,15 @@ impl Driver {
                 Ok(Some(ep))
             }
             None => {
-                // No record: at most leftovers of a crash before the record was written.
+                // No readable record: at most the leftovers of a crash before or while it was
+                // written (nothing was published yet then, and the veth's name is derived).
                 let mut h = Handle::new().map_err(nl("open netlink"))?;
                 h.delete_link_by_name(&host_veth_name(&net.name, container_id, ifname))
                     .map_err(nl("delete host veth"))?;
                 self.ipam(net)
                     .release(&endpoint_key(container_id, ifname))?;
+                let p = self.record_path(&net.name, container_id, ifname);
+                remove_if_exists(&p).map_err(io_err(&p))?;
                 Ok(None)
             }
         }
@@ -532,7 +570,7 @@ fn configure_container(
     ifname: &str,
     ip: Ipv4Net,
     gateway: Ipv4Addr,
-    routes: &[Ipv4Net],
+    routes: &[RouteSpec],
 ) -> Result<(u32, u32), DriverError> {
     let mut h = Handle::new().map_err(nl("open netlink in container"))?;
     let link = h
@@ -552,10 +590,10 @@ fn configure_container(
     h.set_up_ipv4_only(link.index, None)
         .map_err(nl("set container interface up"))?;
     h.set_up(1).map_err(nl("set lo up"))?;
-    for dst in routes {
+    for r in routes {
         let route = Route {
-            dst: *dst,
-            gateway: Some(gateway),
+            dst: r.dst,
+            gateway: Some(r.gw.unwrap_or(gateway)),
             oif: Some(link.index),
             onlink: false,
         };

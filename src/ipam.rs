@@ -1,16 +1,16 @@
 //! Address allocation for one network: crash-safe, safe under many concurrent processes, and
 //! O(1) per allocation in the number of allocations.
 //!
-//! On disk, under `<dir>` (one per network):
-//! - `ip-<addr>`   the reservation of one address; holds the key that owns it;
-//! - `key-<key>`   the address a key holds (so release never scans);
+//! On disk, under `<dir>` (one per network), each value stored as a symlink's target, which
+//! the kernel creates atomically and exclusively in one syscall:
+//! - `ip-<addr>`   the reservation of one address -> the key that owns it;
+//! - `key-<key>`   -> the address a key holds (so release never scans);
 //! - `lock`        held while allocating or releasing; holds the last address handed out
 //!   (the round-robin cursor).
 //!
-//! Every file is created whole or not at all (an unnamed O_TMPFILE inode linked into place),
-//! so a process killed at any point leaves either a whole reservation or none; a reservation
-//! without its key file (killed between the two) is found by [`Ipam::release`]'s fallback scan
-//! or by [`Ipam::gc`]. An allocation costs two file creations, no rename and no scan.
+//! So a process killed at any point leaves either a whole reservation or none; a reservation
+//! without its key entry (killed between the two) is found by [`Ipam::release`]'s fallback
+//! scan or by [`Ipam::gc`]. An allocation costs two symlink() calls, no rename and no scan.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 
-use crate::util::{create_exclusive, ensure_dir, read_if_exists, remove_if_exists, FileLock};
+use crate::util::{
+    create_value_link, ensure_dir, entry_exists, read_value_link, remove_if_exists, FileLock,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
@@ -175,9 +177,9 @@ impl Ipam {
             None => self.next_free(&lock.value())?,
         };
         let ip_path = self.ip_file(ip);
-        self.io(&ip_path, create_exclusive(&ip_path, key.as_bytes()))?;
+        self.io(&ip_path, create_value_link(&ip_path, key))?;
         let key_path = self.key_file(key);
-        if let Err(e) = create_exclusive(&key_path, ip.to_string().as_bytes()) {
+        if let Err(e) = create_value_link(&key_path, &ip.to_string()) {
             let _ = remove_if_exists(&ip_path);
             return self.io(&key_path, Err(e));
         }
@@ -205,7 +207,7 @@ impl Ipam {
             if Some(candidate) == self.pool.gateway {
                 continue;
             }
-            if !self.ip_file(candidate).exists() {
+            if !entry_exists(&self.ip_file(candidate)) {
                 return Ok(candidate);
             }
         }
@@ -217,16 +219,13 @@ impl Ipam {
     /// The address `key` holds, if any.
     pub fn lookup(&self, key: &str) -> Result<Option<Ipv4Addr>, IpamError> {
         let p = self.key_file(key);
-        let data = self.io(&p, read_if_exists(&p))?;
-        Ok(data
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.trim().parse().ok()))
+        let value = self.io(&p, read_value_link(&p))?;
+        Ok(value.and_then(|s| s.parse().ok()))
     }
 
     fn owner(&self, ip: Ipv4Addr) -> Result<Option<String>, IpamError> {
         let p = self.ip_file(ip);
-        let data = self.io(&p, read_if_exists(&p))?;
-        Ok(data.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        self.io(&p, read_value_link(&p))
     }
 
     /// Releases whatever `key` holds. Idempotent: releasing nothing is fine. Returns the

@@ -71,6 +71,14 @@ pub struct NetworkConfig {
     /// Hairpin mode on the bridge ports (a container reaching its own published port).
     #[serde(default = "yes")]
     pub hairpin: bool,
+    /// The gateway address sits on the bridge (the CNI bridge plugin's `isGateway`).
+    #[serde(default = "yes")]
+    pub gateway_on_bridge: bool,
+    /// Narrow the addresses handed out to [range_start, range_end].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_start: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<Ipv4Addr>,
 }
 
 fn yes() -> bool {
@@ -176,6 +184,9 @@ impl NetworkConfig {
             masquerade: true,
             isolate: true,
             hairpin: true,
+            gateway_on_bridge: true,
+            range_start: None,
+            range_end: None,
         })
     }
 

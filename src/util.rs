@@ -2,7 +2,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -66,33 +65,52 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 /// Creates `path` with `data` only if it does not exist (EEXIST otherwise), atomically: the
-/// file appears complete or not at all, and a process killed midway leaves nothing (the data
-/// is written to an unnamed O_TMPFILE inode, which is then linked into place).
+/// file appears complete or not at all (written under a temporary name, then hard-linked into
+/// place). For the control path; a process killed midway may leave a `.NAME.tmp-*` file.
 pub fn create_exclusive(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temp_path(path);
     let mut f = OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_TMPFILE)
+        .create_new(true)
         .mode(0o600)
-        .open(dir)?;
+        .open(&tmp)?;
     f.write_all(data)?;
-    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("no NUL");
-    let to = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: valid C strings; AT_SYMLINK_FOLLOW resolves the magic /proc link to the inode.
-    let r = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
+    let res = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    res
+}
+
+/// Creates `path` with `data` only if it does not exist (EEXIST otherwise), in three plain
+/// syscalls. Not atomic: a process killed midway leaves an empty or partial file, so readers
+/// must treat unparseable content as "being written or abandoned". (O_TMPFILE + linkat would
+/// make it atomic, at the cost of more syscalls and, on ext4, an orphan-list update.)
+pub fn create_new(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
+}
+
+/// Stores a short value as a symlink's target: created atomically, complete or not at all,
+/// failing with EEXIST if `path` exists, in one syscall.
+pub fn create_value_link(path: &Path, value: &str) -> io::Result<()> {
+    std::os::unix::fs::symlink(value, path)
+}
+
+/// Reads a value stored by [`create_value_link`]; None if there is none.
+pub fn read_value_link(path: &Path) -> io::Result<Option<String>> {
+    match fs::read_link(path) {
+        Ok(t) => Ok(Some(t.to_string_lossy().into_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(())
+}
+
+/// Whether anything (a file, a directory or a value link) exists at `path`.
+pub fn entry_exists(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
 }
 
 /// Removes a file; a missing file is not an error. Returns whether it existed.
@@ -149,6 +167,19 @@ impl FileLock {
     }
 }
 
+/// Whether `path` is on a tmpfs (memory), as /run is on a normal host.
+pub fn is_tmpfs(path: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into a zeroed struct of the right type.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == TMPFS_MAGIC
+    }
+}
+
 /// Step timings printed to stderr when `FERRYNET_TRACE_TIMING` is set: where a slow attach
 /// spends its time, without a profiler.
 pub struct StepTimer {
@@ -187,6 +218,15 @@ mod tests {
         ensure_dir(&dir).unwrap();
         let p = dir.join("a");
         create_exclusive(&p, b"one").unwrap();
+        create_value_link(&dir.join("v"), "10.0.0.1").unwrap();
+        assert!(create_value_link(&dir.join("v"), "x").is_err());
+        assert_eq!(
+            read_value_link(&dir.join("v")).unwrap().as_deref(),
+            Some("10.0.0.1")
+        );
+        assert!(entry_exists(&dir.join("v")));
+        remove_if_exists(&dir.join("v")).unwrap();
+        assert_eq!(read_value_link(&dir.join("v")).unwrap(), None);
         let err = create_exclusive(&p, b"two").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         write_atomic(&p, b"three").unwrap();

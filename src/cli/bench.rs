@@ -262,8 +262,14 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
         .map(|i| make(format!("b{i}")))
         .collect::<Result<Vec<_>>>()?;
 
-    // Runtime state on tmpfs, as in production (/run/ferrynet).
-    let run_dir = PathBuf::from(format!("/run/ferrynet-bench-{}", std::process::id()));
+    // Runtime state on tmpfs, as in production (/run/ferrynet on a host whose /run is tmpfs;
+    // where it is not, as in some sandboxes, /dev/shm stands in).
+    let run_base = if crate::util::is_tmpfs(std::path::Path::new("/run")) {
+        "/run"
+    } else {
+        "/dev/shm"
+    };
+    let run_dir = PathBuf::from(format!("{run_base}/ferrynet-bench-{}", std::process::id()));
     sc.run_dir = Some(run_dir.clone());
     let st = StateDir::with_run_dir(&state, &run_dir);
     let net = NetworkConfig::new("bench", "10.90.0.0/16".parse()?, None, None, 1500)?;
@@ -367,6 +373,7 @@ fn floor_attach(
     let host_name = floor_veth(i);
     h.create_veth(&VethSpec {
         host_name: &host_name,
+        host_mac: None,
         peer_name: "eth0",
         peer_netns: c.fd(),
         peer_mac: Some(Mac::random()),

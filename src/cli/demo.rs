@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bridge::{AddressRequest, AttachRequest, Driver, Endpoint};
+use crate::bridge::{AddressRequest, AttachRequest, Driver, Endpoint, RouteSpec};
 use crate::firewall::PortMapping;
 use crate::netlink::{Handle, VethSpec};
 use crate::netns::{self, Netns};
@@ -112,7 +112,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             address: AddressRequest::Allocate(None),
             mac: None,
             ports,
-            routes: vec!["0.0.0.0/0".parse()?],
+            routes: vec![RouteSpec::default_route()],
         };
         Ok(host.run(|| driver.attach(&net, &req))??)
     };
@@ -232,6 +232,7 @@ fn build_uplink(world: &Netns) -> Result<()> {
     let mut h = Handle::new()?;
     h.create_veth(&VethSpec {
         host_name: "uplink0",
+        host_mac: None,
         peer_name: "wan0",
         peer_netns: world.fd(),
         peer_mac: None,

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::bridge::{AddressRequest, AttachRequest, Driver, Endpoint};
+use crate::bridge::{AddressRequest, AttachRequest, Driver, Endpoint, RouteSpec};
 use crate::firewall::PortMapping;
 use crate::netlink::Mac;
 use crate::network::{validate_id, StateDir};
@@ -150,7 +150,7 @@ pub fn attach_endpoint(
         address: AddressRequest::Allocate(a.ip),
         mac: a.mac,
         ports: a.publish.clone(),
-        routes: vec!["0.0.0.0/0".parse().expect("valid")],
+        routes: vec![RouteSpec::default_route()],
     };
     Ok(Driver::new(state.clone()).attach(&net, &req)?)
 }

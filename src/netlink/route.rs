@@ -134,6 +134,7 @@ pub struct Link {
 /// costs ~16 ms; creating it there is free).
 pub struct VethSpec<'a> {
     pub host_name: &'a str,
+    pub host_mac: Option<Mac>,
     pub peer_name: &'a str,
     pub peer_netns: BorrowedFd<'a>,
     pub peer_mac: Option<Mac>,
@@ -240,6 +241,9 @@ impl Handle {
         m.header(&ifinfomsg(AF_UNSPEC, 0, 0, 0));
         m.attr_str(IFLA_IFNAME, spec.host_name);
         m.attr_u32(IFLA_MTU, spec.mtu);
+        if let Some(mac) = spec.host_mac {
+            m.attr(IFLA_ADDRESS, &mac.0);
+        }
         if let Some(master) = spec.master {
             m.attr_u32(IFLA_MASTER, master);
         }
