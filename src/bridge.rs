@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::failpoint;
 use crate::firewall::{Firewall, FirewallError, NetworkRules, PortMapping};
 use crate::ipam::{Ipam, IpamError, Pool};
-use crate::netlink::{Handle, Mac, NetlinkError, Route, VethSpec};
+use crate::netlink::{Handle, Link, Mac, NetlinkError, Route, VethSpec};
 use crate::netns::{write_sysctl, Netns, NetnsError};
 use crate::network::{validate_id, validate_ifname, NetworkConfig, NetworkError, StateDir};
 use crate::util::{create_new, ensure_dir, fnv1a64, read_if_exists, remove_if_exists, StepTimer};
@@ -124,6 +124,8 @@ pub struct Endpoint {
     /// The host end's MAC (chosen by ferrynet, so it is known without asking the kernel).
     #[serde(default)]
     pub host_mac: Mac,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge_mac: Option<Mac>,
     pub ports: Vec<PortMapping>,
     pub routes: Vec<RouteSpec>,
     /// Whether the address belongs to ferrynet's IPAM (and must be released on detach).
@@ -213,15 +215,18 @@ impl Driver {
     /// elements. Cheap when everything is already there (two netlink lookups). Returns the
     /// bridge's ifindex.
     pub fn ensure_network(&self, h: &mut Handle, net: &NetworkConfig) -> Result<u32, DriverError> {
-        self.ensure_network_with(h, &mut Firewall::open()?, net)
+        Ok(self
+            .ensure_network_with(h, &mut Firewall::open()?, net)?
+            .index)
     }
 
+    /// [`Driver::ensure_network`] with the caller's firewall socket; returns the bridge link.
     fn ensure_network_with(
         &self,
         h: &mut Handle,
         fw: &mut Firewall,
         net: &NetworkConfig,
-    ) -> Result<u32, DriverError> {
+    ) -> Result<Link, DriverError> {
         let bridge = match h.link_by_name(&net.bridge).map_err(nl("look up bridge"))? {
             Some(link) if link.kind.as_deref() != Some("bridge") => {
                 return Err(crate::network::invalid(
@@ -238,7 +243,7 @@ impl Driver {
                 if !link.up {
                     h.set_up(link.index).map_err(nl("set bridge up"))?;
                 }
-                link.index
+                link
             }
             None => {
                 match h.create_bridge(&net.bridge, net.mtu, Mac::from_seed(&net.bridge)) {
@@ -262,7 +267,7 @@ impl Driver {
                 // The bridge itself needs no IPv6 for an IPv4 network.
                 let _ = write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", net.bridge), "1");
                 h.set_up(link.index).map_err(nl("set bridge up"))?;
-                link.index
+                link
             }
         };
         if !h.ipv4_forwarding().map_err(nl("read ip_forward"))? {
@@ -365,7 +370,7 @@ impl Driver {
         let mut h = Handle::new().map_err(nl("open netlink"))?;
         let mut fw = Firewall::open()?;
         timer.mark("validated");
-        let bridge_index = self.ensure_network_with(&mut h, &mut fw, net)?;
+        let bridge = self.ensure_network_with(&mut h, &mut fw, net)?;
         timer.mark("network ensured");
 
         // 2. The address, then the record of the plan. A second attach of the same key stops
@@ -401,6 +406,7 @@ impl Driver {
             gateway: net.gateway,
             mac: req.mac.unwrap_or_else(Mac::random),
             host_mac: Mac::random(),
+            bridge_mac: bridge.mac,
             ports: req.ports.clone(),
             routes: req.routes.clone(),
             ipam: matches!(req.address, AddressRequest::Allocate(_)),
@@ -418,7 +424,7 @@ impl Driver {
         timer.mark("address allocated, record written");
 
         // 3. Apply; on failure undo through detach's idempotent steps.
-        match self.apply(net, (&mut h, &mut fw), &ns, bridge_index, &mut ep, &timer) {
+        match self.apply(net, (&mut h, &mut fw), &ns, bridge.index, &mut ep, &timer) {
             Ok(()) => Ok(ep),
             Err(e) => {
                 drop(fw);
@@ -516,6 +522,116 @@ impl Driver {
         }
     }
 
+    /// Compares an endpoint with the kernel and the state: the bridge and the host veth on it,
+    /// the container interface with its MAC, address and routes, the address reservation and
+    /// the published ports. Returns every drift found (empty: all as attached).
+    pub fn verify(&self, net: &NetworkConfig, ep: &Endpoint) -> Result<Vec<String>, DriverError> {
+        let mut problems = Vec::new();
+        let mut h = Handle::new().map_err(nl("open netlink"))?;
+        let bridge = h.link_by_name(&net.bridge).map_err(nl("look up bridge"))?;
+        let veth = h
+            .link_by_name(&ep.host_veth)
+            .map_err(nl("look up host veth"))?;
+        match (&bridge, &veth) {
+            (None, _) => problems.push(format!("bridge {} is missing", net.bridge)),
+            (_, None) => problems.push(format!("host veth {} is missing", ep.host_veth)),
+            (Some(b), Some(v)) => {
+                if v.master != Some(b.index) {
+                    problems.push(format!(
+                        "host veth {} is not a port of {}",
+                        ep.host_veth, net.bridge
+                    ));
+                }
+                if !v.up {
+                    problems.push(format!("host veth {} is down", ep.host_veth));
+                }
+            }
+        }
+        match Netns::open(&ep.netns) {
+            Err(e) => problems.push(e.to_string()),
+            Ok(ns) => {
+                let (ifname, ip, mac, routes, gw) = (
+                    ep.ifname.clone(),
+                    ep.ip,
+                    ep.mac,
+                    ep.routes.clone(),
+                    net.gateway,
+                );
+                let inside = ns.run(move || verify_container(&ifname, ip, mac, &routes, gw))?;
+                problems.extend(inside.map_err(nl("inspect the container"))?);
+            }
+        }
+        if ep.ipam {
+            let held = self
+                .ipam(net)
+                .lookup(&endpoint_key(&ep.container_id, &ep.ifname))?;
+            if held.is_none() || held != ep.ip.map(|n| n.addr()) {
+                problems.push(format!("address reservation for {:?} is missing", ep.ip));
+            }
+        }
+        if !ep.ports.is_empty() {
+            let mut fw = Firewall::open()?;
+            for p in &ep.ports {
+                match fw.port_target(p)? {
+                    Some((ip, port))
+                        if Some(ip) == ep.ip.map(|n| n.addr()) && port == p.container_port => {}
+                    _ => {
+                        problems.push(format!("published port {p} is missing or points elsewhere"))
+                    }
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Removes everything of `net` that `keep(container id, ifname)` does not claim: endpoints,
+    /// address reservations (also orphans without an endpoint), host veths on the bridge with no
+    /// endpoint, and published ports into the subnet that no endpoint owns.
+    pub fn gc(
+        &self,
+        net: &NetworkConfig,
+        keep: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<GcReport, DriverError> {
+        let mut report = GcReport::default();
+        let mut kept = Vec::new();
+        for ep in self.endpoints(&net.name)? {
+            if keep(&ep.container_id, &ep.ifname) {
+                kept.push(ep);
+            } else {
+                self.detach(net, &ep.container_id, &ep.ifname)?;
+                report
+                    .endpoints
+                    .push(endpoint_key(&ep.container_id, &ep.ifname));
+            }
+        }
+        report.addresses = self.ipam(net).gc(|key| {
+            key.split_once(':')
+                .is_some_and(|(cid, ifname)| keep(cid, ifname))
+        })?;
+        let mut h = Handle::new().map_err(nl("open netlink"))?;
+        if let Some(bridge) = h.link_by_name(&net.bridge).map_err(nl("look up bridge"))? {
+            for link in h.links().map_err(nl("list links"))? {
+                let ours = link.master == Some(bridge.index) && link.name.starts_with("vf");
+                if ours && !kept.iter().any(|e| e.host_veth == link.name) {
+                    h.delete_link_by_name(&link.name)
+                        .map_err(nl("delete stray veth"))?;
+                    report.veths.push(link.name);
+                }
+            }
+        }
+        let mut fw = Firewall::open()?;
+        for (port, ip) in fw.ports()? {
+            let owned = kept
+                .iter()
+                .any(|e| e.ip.map(|n| n.addr()) == Some(ip) && e.ports.contains(&port));
+            if net.subnet.contains(&ip) && !owned {
+                fw.remove_ports(ip, &[port])?;
+                report.ports.push(port);
+            }
+        }
+        Ok(report)
+    }
+
     /// Undoes an endpoint in reverse order (firewall, links, address, record), best effort:
     /// every step runs, errors are collected, and the record is kept if any step failed so
     /// that a retry can finish the job.
@@ -603,4 +719,50 @@ fn configure_container(
         }
     }
     Ok((link.index, host_index))
+}
+
+/// Inside the container's namespace: what [`Driver::verify`] checks there.
+fn verify_container(
+    ifname: &str,
+    ip: Option<Ipv4Net>,
+    mac: Mac,
+    routes: &[RouteSpec],
+    gateway: Ipv4Addr,
+) -> Result<Vec<String>, NetlinkError> {
+    let mut h = Handle::new()?;
+    let mut problems = Vec::new();
+    let Some(link) = h.link_by_name(ifname)? else {
+        return Ok(vec![format!("{ifname} is missing in the container")]);
+    };
+    if link.mac != Some(mac) {
+        problems.push(format!("{ifname} has MAC {:?}, expected {mac}", link.mac));
+    }
+    if !link.up {
+        problems.push(format!("{ifname} is down"));
+    }
+    if let Some(ip) = ip {
+        if !h.addrs(Some(link.index))?.iter().any(|a| a.net == ip) {
+            problems.push(format!("{ifname} lacks address {ip}"));
+        }
+    }
+    let present = h.routes()?;
+    for r in routes {
+        let gw = r.gw.unwrap_or(gateway);
+        if !present
+            .iter()
+            .any(|p| p.dst == r.dst && p.gateway == Some(gw))
+        {
+            problems.push(format!("route {} via {gw} is missing", r.dst));
+        }
+    }
+    Ok(problems)
+}
+
+/// What [`Driver::gc`] removed.
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    pub endpoints: Vec<String>,
+    pub addresses: Vec<String>,
+    pub veths: Vec<String>,
+    pub ports: Vec<PortMapping>,
 }

@@ -2,6 +2,7 @@
 
 pub mod bridge;
 pub mod cli;
+pub mod cni;
 pub mod failpoint;
 pub mod firewall;
 pub mod ipam;

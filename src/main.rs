@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ferrynet::cli::main()
+    // One binary: the CNI plugin when a runtime calls it (CNI_COMMAND set), the CLI otherwise.
+    if ferrynet::cni::is_cni_invocation() {
+        ferrynet::cni::main()
+    } else {
+        ferrynet::cli::main()
+    }
 }

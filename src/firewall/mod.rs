@@ -286,6 +286,37 @@ impl Firewall {
         Ok(self.nl.delete(&[(PORTS_MAP, mine)])?)
     }
 
+    /// Every published port: (mapping, container address).
+    pub fn ports(&mut self) -> Result<Vec<(PortMapping, Ipv4Addr)>, FirewallError> {
+        if !self.nl.table_exists()? {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for e in self.nl.dump(PORTS_MAP)? {
+            let (k, Some(d)) = (&e.key, &e.data) else {
+                continue;
+            };
+            if k.len() < 6 || d.len() < 6 {
+                continue;
+            }
+            let protocol = match k[0] {
+                6 => Protocol::Tcp,
+                17 => Protocol::Udp,
+                132 => Protocol::Sctp,
+                _ => continue,
+            };
+            out.push((
+                PortMapping {
+                    host_port: u16::from_be_bytes([k[4], k[5]]),
+                    container_port: u16::from_be_bytes([d[4], d[5]]),
+                    protocol,
+                },
+                Ipv4Addr::new(d[0], d[1], d[2], d[3]),
+            ));
+        }
+        Ok(out)
+    }
+
     /// Where a published port points, if it is published.
     pub fn port_target(
         &mut self,

@@ -150,6 +150,22 @@ impl Nftnl {
         }
     }
 
+    /// Every element of a set or map.
+    pub fn dump(&mut self, set: &str) -> Result<Vec<Element>, NetlinkError> {
+        let mut m = Message::new(
+            msg_type(NFT_MSG_GETSETELEM),
+            crate::netlink::socket::NLM_F_DUMP,
+        );
+        m.header(&nfgenmsg(0));
+        m.attr_str(NFTA_SET_ELEM_LIST_TABLE, &self.table);
+        m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        let mut out = Vec::new();
+        for r in self.sock.dump(m)? {
+            out.extend(elements(r.payload.get(4..).unwrap_or(&[])));
+        }
+        Ok(out)
+    }
+
     /// Looks one element up by key: Some(data) (empty for a set) if present.
     pub fn get(&mut self, set: &str, key: &[u8]) -> Result<Option<Vec<u8>>, NetlinkError> {
         let elem = Element {
@@ -169,6 +185,36 @@ impl Nftnl {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The elements (key and data) of a GETSETELEM reply.
+fn elements(payload: &[u8]) -> Vec<Element> {
+    let value = |nested: &[u8]| {
+        attrs(nested)
+            .find(|(k, _)| *k == NFTA_DATA_VALUE)
+            .map(|(_, v)| v.to_vec())
+    };
+    let mut out = Vec::new();
+    for (kind, list) in attrs(payload) {
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (_, elem) in attrs(list) {
+            let mut key = None;
+            let mut data = None;
+            for (k, d) in attrs(elem) {
+                match k {
+                    NFTA_SET_ELEM_KEY => key = value(d),
+                    NFTA_SET_ELEM_DATA => data = value(d),
+                    _ => {}
+                }
+            }
+            if let Some(key) = key {
+                out.push(Element { key, data });
+            }
+        }
+    }
+    out
 }
 
 /// Digs NFTA_SET_ELEM_DATA / NFTA_DATA_VALUE out of a GETSETELEM reply.
