@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 require_root
-install_missing ip iproute2 nft nftables ping iputils-ping
+install_missing ip iproute2 nft nftables ping iputils-ping iptables iptables \
+  /usr/lib/cni/host-local containernetworking-plugins
 
 cargo build --features failpoints --all-targets
 cargo test --features failpoints -- --test-threads "${TEST_THREADS:-4}"
