@@ -150,6 +150,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             stats: stats(&r.floor_detach),
         });
     }
+    rows.extend(firewall_rows(if a.quick { 50 } else { 200 })?);
     print_table(&rows, n, median(&spawn));
     if let Some(p) = a.json {
         std::fs::write(&p, serde_json::to_vec_pretty(&rows)?)
@@ -412,4 +413,87 @@ fn floor_detach(i: usize, ip: std::net::Ipv4Addr, port: Option<PortMapping>) -> 
     Handle::new()?.delete_link_by_name(&floor_veth(i))?;
     drop(fw);
     Ok(t.elapsed())
+}
+
+/// One published port added and removed: by spawning `nft` (what a plugin that shells out
+/// pays) against one raw nf_tables batch from inside the process (what ferrynet does).
+fn firewall_rows(runs: usize) -> Result<Vec<Row>> {
+    progress(&format!(
+        "firewall: {runs} port elements via nft processes and via netlink"
+    ));
+    let name = ns_name("fw");
+    let path = netns::create_named(&name)?;
+    let _cleanup = Scenario {
+        names: vec![name],
+        state: std::env::temp_dir().join(format!("ferrynet-bench-fw-{}", std::process::id())),
+        run_dir: None,
+    };
+    let host = Netns::open(&path)?;
+    let host_fd = host.fd().as_raw_fd();
+    let net = NetworkConfig::new("fw", "10.91.0.0/16".parse()?, None, None, 1500)?;
+    host.run(|| -> Result<()> {
+        Driver::new(StateDir::new(std::env::temp_dir().join("unused")))
+            .ensure_network(&mut Handle::new()?, &net)?;
+        Ok(())
+    })??;
+    let nft = |script: String| -> Result<Duration> {
+        let mut cmd = Command::new("nft");
+        cmd.arg(script);
+        // SAFETY: setns is async-signal-safe; the fd outlives the child's start.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(host_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        time_process(&mut cmd)
+    };
+    let (mut spawn_add, mut spawn_del, mut nl_add, mut nl_del) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        let port = 20000 + i as u16;
+        let ip = std::net::Ipv4Addr::new(10, 91, (i / 250) as u8, (i % 250 + 2) as u8);
+        spawn_add.push(nft(format!(
+            "add element inet ferrynet ports {{ tcp . {port} : {ip} . 80 }}"
+        ))?);
+        spawn_del.push(nft(format!(
+            "delete element inet ferrynet ports {{ tcp . {port} }}"
+        ))?);
+        let p = PortMapping {
+            host_port: port,
+            container_port: 80,
+            protocol: Protocol::Tcp,
+        };
+        let (a, d) = host.run(|| -> Result<(Duration, Duration)> {
+            let mut fw = Firewall::open()?;
+            let t = Instant::now();
+            fw.add_ports(ip, &[p])?;
+            let a = t.elapsed();
+            let t = Instant::now();
+            fw.remove_ports(ip, &[p])?;
+            Ok((a, t.elapsed()))
+        })??;
+        nl_add.push(a);
+        nl_del.push(d);
+    }
+    Ok(vec![
+        Row {
+            name: "port element add: spawn `nft`".into(),
+            stats: stats(&spawn_add),
+        },
+        Row {
+            name: "port element add: nf_tables netlink (ferrynet)".into(),
+            stats: stats(&nl_add),
+        },
+        Row {
+            name: "port element delete: spawn `nft`".into(),
+            stats: stats(&spawn_del),
+        },
+        Row {
+            name: "port element delete: nf_tables netlink (ferrynet)".into(),
+            stats: stats(&nl_del),
+        },
+    ])
 }
