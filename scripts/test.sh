@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 require_root
 install_missing ip iproute2 nft nftables ping iputils-ping iptables iptables \
-  /usr/lib/cni/host-local containernetworking-plugins
+  /usr/lib/cni/host-local containernetworking-plugins \
+  podman podman runc runc busybox busybox-static nsenter util-linux
 
 cargo build --features failpoints --all-targets
 cargo test --features failpoints -- --test-threads "${TEST_THREADS:-4}"
