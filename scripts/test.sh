@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 require_root
 install_missing ip iproute2 nft nftables ping iputils-ping iptables iptables \
   /usr/lib/cni/host-local containernetworking-plugins \
-  podman podman runc runc pkg: busybox-static nsenter util-linux
+  podman podman runc runc pkg: busybox-static nsenter util-linux containerd containerd
 
 cargo build --features failpoints --all-targets
 cargo test --features failpoints -- --test-threads "${TEST_THREADS:-4}"
