@@ -696,3 +696,76 @@ fn chains_with_the_reference_portmap_and_firewall_plugins() {
     run_chain(&host, "DEL", &plugins, &c, Some(result));
     assert_eq!(host.veths(), Vec::<String>::new());
 }
+
+#[test]
+fn a_thousand_port_mappings_in_one_add() {
+    // podman splits a published range into one mapping per port.
+    let host = Host::new();
+    let mappings: Vec<Value> = (0..1000)
+        .map(|i| json!({"hostPort": 30000 + i, "containerPort": 30000 + i, "protocol": "udp"}))
+        .collect();
+    let conf = with(
+        net_conf("1.0.0"),
+        "runtimeConfig",
+        json!({"portMappings": mappings}),
+    );
+    let c = Ns::new("c");
+    let p = c.path().to_string_lossy().into_owned();
+    let r = ok_json(&ferrynet_cni(&host, &Call::new("ADD", &c.name, &p), &conf));
+    let listed = host
+        .ns
+        .exec(&["nft", "list", "map", "inet", "ferrynet", "ports"]);
+    let ip = result_ip(&r);
+    assert_eq!(
+        listed.matches(&format!("{ip} . ")).count(),
+        1000,
+        "all 1,000 elements"
+    );
+    let check_conf = with(conf.clone(), "prevResult", r);
+    ok_json_or_empty(&ferrynet_cni(
+        &host,
+        &Call::new("CHECK", &c.name, &p),
+        &check_conf,
+    ));
+    ok_json_or_empty(&ferrynet_cni(
+        &host,
+        &Call::new("DEL", &c.name, &p),
+        &check_conf,
+    ));
+    assert_eq!(host.port_elements(), "");
+}
+
+#[test]
+fn port_mapping_with_a_host_ip() {
+    let host = Host::new();
+    let world = World::attach_to(&host);
+    let conf = with(
+        net_conf("1.0.0"),
+        "runtimeConfig",
+        json!({"portMappings": [{"hostPort": 18090, "containerPort": 80, "protocol": "tcp", "hostIP": "10.201.0.1"}]}),
+    );
+    let c = Ns::new("c");
+    let p = c.path().to_string_lossy().into_owned();
+    let r = ok_json(&ferrynet_cni(&host, &Call::new("ADD", &c.name, &p), &conf));
+    let _s = server(&c, std::net::Ipv4Addr::UNSPECIFIED, 80, "c");
+    assert_eq!(
+        fetch(&world.ns, world.host_ip, 18090),
+        Some("hello from c\n".into())
+    );
+    let check_conf = with(conf.clone(), "prevResult", r);
+    ok_json_or_empty(&ferrynet_cni(
+        &host,
+        &Call::new("CHECK", &c.name, &p),
+        &check_conf,
+    ));
+    ok_json_or_empty(&ferrynet_cni(
+        &host,
+        &Call::new("DEL", &c.name, &p),
+        &check_conf,
+    ));
+    assert_eq!(fetch(&world.ns, world.host_ip, 18090), None);
+    let listed = host
+        .ns
+        .exec(&["nft", "list", "map", "inet", "ferrynet", "ports_ip"]);
+    assert!(!listed.contains("elements"), "{listed}");
+}

@@ -394,3 +394,24 @@ fn demo_runs_and_cleans_up() {
     let netns = ok(std::process::Command::new("ip").args(["netns", "list"]));
     assert!(!netns.contains("ferrynet-demo"), "{netns}");
 }
+
+#[test]
+fn published_port_on_one_host_address_only() {
+    let host = Host::new();
+    let world = World::attach_to(&host);
+    host.ns
+        .exec(&["ip", "addr", "add", "10.201.0.5/24", "dev", "uplink0"]);
+    host.create_network("blue", "10.90.0.0/24");
+    let (c1, _) = host.container("blue", &["--publish", "10.201.0.5:8082:80/tcp"]);
+    let (c2, _) = host.container("blue", &["--publish", "8082:81/tcp"]);
+    let _s1 = server(&c1, Ipv4Addr::UNSPECIFIED, 80, "c1");
+    let _s2 = server(&c2, Ipv4Addr::UNSPECIFIED, 81, "c2");
+    // The address-specific mapping wins on its address; the others get the general one.
+    let on = |ip: [u8; 4]| fetch(&world.ns, Ipv4Addr::from(ip), 8082);
+    assert_eq!(on([10, 201, 0, 5]), Some("hello from c1\n".into()));
+    assert_eq!(on([10, 201, 0, 1]), Some("hello from c2\n".into()));
+    let inspect = host.ferrynet(&["network", "inspect", "blue"]);
+    assert!(inspect.contains("10.201.0.5:8082:80/tcp"), "{inspect}");
+    host.ferrynet(&["detach", c1.path().to_str().unwrap(), "--network", "blue"]);
+    assert_eq!(on([10, 201, 0, 5]), Some("hello from c2\n".into()));
+}

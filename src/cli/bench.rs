@@ -314,6 +314,7 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
         host_port: 10000 + i as u16,
         container_port: 80,
         protocol: Protocol::Tcp,
+        host_ip: None,
     };
     for batch in 0..n / BATCH {
         for (i, c) in cs_a.iter().enumerate().skip(batch * BATCH).take(BATCH) {
@@ -465,6 +466,7 @@ fn firewall_rows(runs: usize) -> Result<Vec<Row>> {
             host_port: port,
             container_port: 80,
             protocol: Protocol::Tcp,
+            host_ip: None,
         };
         let (a, d) = host.run(|| -> Result<(Duration, Duration)> {
             let mut fw = Firewall::open()?;

@@ -385,19 +385,18 @@ fn port_mapping(v: &Value) -> Result<PortMapping, CniError> {
             .parse()
             .map_err(|_| k.wrong("protocol", "tcp, udp or sctp"))?,
     };
-    if let Some(ip) = k
-        .string("hostIP")?
-        .filter(|s| !s.is_empty() && *s != "0.0.0.0")
-    {
-        return Err(CniError::new(
-            super::error::UNSUPPORTED_FIELD,
-            format!("portMappings with a specific hostIP ({ip}) are not supported yet"),
-        ));
-    }
+    let host_ip = match k.string("hostIP")? {
+        None | Some("") | Some("0.0.0.0") => None,
+        Some(ip) => Some(
+            ip.parse()
+                .map_err(|_| k.wrong("hostIP", "an IPv4 address"))?,
+        ),
+    };
     Ok(PortMapping {
         host_port: port("hostPort")?,
         container_port: port("containerPort")?,
         protocol,
+        host_ip,
     })
 }
 

@@ -23,6 +23,7 @@ pub use nftnl::{Element, Nftnl};
 
 pub const TABLE: &str = "ferrynet";
 const PORTS_MAP: &str = "ports";
+const PORTS_IP_MAP: &str = "ports_ip";
 const PAIRS_SET: &str = "bridge_pairs";
 
 #[derive(Debug, thiserror::Error)]
@@ -85,11 +86,14 @@ pub struct PortMapping {
     pub host_port: u16,
     pub container_port: u16,
     pub protocol: Protocol,
+    /// Only on this host address (all of the host's addresses when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<Ipv4Addr>,
 }
 
 impl std::str::FromStr for PortMapping {
     type Err = String;
-    /// `HOST:CONTAINER[/PROTO]` or `PORT[/PROTO]` (the same port on both sides).
+    /// `[HOST_IP:]HOST:CONTAINER[/PROTO]` or `PORT[/PROTO]` (the same port on both sides).
     fn from_str(s: &str) -> Result<Self, String> {
         let (ports, proto) = match s.split_once('/') {
             Some((p, proto)) => (p, proto.parse()?),
@@ -101,20 +105,38 @@ impl std::str::FromStr for PortMapping {
                 _ => Err(format!("invalid port {p:?} in {s:?} (expected 1-65535)")),
             }
         };
-        let (host_port, container_port) = match ports.split_once(':') {
-            Some((h, c)) => (port(h)?, port(c)?),
-            None => (port(ports)?, port(ports)?),
+        let parts: Vec<&str> = ports.split(':').collect();
+        let (host_ip, host_port, container_port) = match parts.as_slice() {
+            [p] => (None, port(p)?, port(p)?),
+            [h, c] => (None, port(h)?, port(c)?),
+            [ip, h, c] => (
+                Some(
+                    ip.parse()
+                        .map_err(|_| format!("invalid host address {ip:?} in {s:?}"))?,
+                ),
+                port(h)?,
+                port(c)?,
+            ),
+            _ => {
+                return Err(format!(
+                    "invalid port mapping {s:?} (expected [HOST_IP:]HOST:CONTAINER[/PROTO])"
+                ))
+            }
         };
         Ok(PortMapping {
             host_port,
             container_port,
             protocol: proto,
+            host_ip,
         })
     }
 }
 
 impl std::fmt::Display for PortMapping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(ip) = self.host_ip {
+            write!(f, "{ip}:")?;
+        }
         write!(
             f,
             "{}:{}/{}",
@@ -139,14 +161,76 @@ fn ifname_key(name: &str) -> Vec<u8> {
     k
 }
 
-fn port_element(p: &PortMapping, ip: Ipv4Addr) -> Element {
+/// The map a port lives in, and its element: `proto . port` in `ports`, or
+/// `host address . proto . port` in `ports_ip`; the data is `container ip . port`.
+fn port_element(p: &PortMapping, ip: Ipv4Addr) -> (&'static str, Element) {
     let h = p.host_port.to_be_bytes();
     let c = p.container_port.to_be_bytes();
     let o = ip.octets();
-    Element {
-        key: vec![p.protocol.number(), 0, 0, 0, h[0], h[1], 0, 0],
-        data: Some(vec![o[0], o[1], o[2], o[3], c[0], c[1], 0, 0]),
+    let mut key = Vec::with_capacity(12);
+    if let Some(host_ip) = p.host_ip {
+        key.extend_from_slice(&host_ip.octets());
     }
+    key.extend_from_slice(&[p.protocol.number(), 0, 0, 0, h[0], h[1], 0, 0]);
+    let map = if p.host_ip.is_some() {
+        PORTS_IP_MAP
+    } else {
+        PORTS_MAP
+    };
+    (
+        map,
+        Element {
+            key,
+            data: Some(vec![o[0], o[1], o[2], o[3], c[0], c[1], 0, 0]),
+        },
+    )
+}
+
+/// Elements grouped by map, as one transaction wants them.
+fn by_map(
+    elems: impl Iterator<Item = (&'static str, Element)>,
+) -> Vec<(&'static str, Vec<Element>)> {
+    let mut out: Vec<(&'static str, Vec<Element>)> =
+        vec![(PORTS_MAP, Vec::new()), (PORTS_IP_MAP, Vec::new())];
+    for (map, e) in elems {
+        out.iter_mut()
+            .find(|(m, _)| *m == map)
+            .expect("known map")
+            .1
+            .push(e);
+    }
+    out
+}
+
+fn decode_port(map: &str, e: &Element) -> Option<(PortMapping, Ipv4Addr)> {
+    let d = e.data.as_ref()?;
+    let (host_ip, k) = if map == PORTS_IP_MAP {
+        let k = e.key.get(4..)?;
+        (
+            Some(Ipv4Addr::new(e.key[0], e.key[1], e.key[2], e.key[3])),
+            k,
+        )
+    } else {
+        (None, &e.key[..])
+    };
+    if k.len() < 6 || d.len() < 6 {
+        return None;
+    }
+    let protocol = match k[0] {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        132 => Protocol::Sctp,
+        _ => return None,
+    };
+    Some((
+        PortMapping {
+            host_port: u16::from_be_bytes([k[4], k[5]]),
+            container_port: u16::from_be_bytes([d[4], d[5]]),
+            protocol,
+            host_ip,
+        },
+        Ipv4Addr::new(d[0], d[1], d[2], d[3]),
+    ))
 }
 
 const TABLE_SCRIPT: &str = r#"
@@ -156,6 +240,7 @@ add set inet ferrynet bridge_pairs { type ifname . ifname; }
 add set inet ferrynet subnets { type ipv4_addr; flags interval; }
 add set inet ferrynet masq_subnets { type ipv4_addr; flags interval; }
 add map inet ferrynet ports { type inet_proto . inet_service : ipv4_addr . inet_service; }
+add map inet ferrynet ports_ip { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
 add chain inet ferrynet prerouting { type nat hook prerouting priority dstnat; policy accept; }
 add chain inet ferrynet output { type nat hook output priority -100; policy accept; }
 add chain inet ferrynet postrouting { type nat hook postrouting priority srcnat; policy accept; }
@@ -164,7 +249,9 @@ flush chain inet ferrynet prerouting
 flush chain inet ferrynet output
 flush chain inet ferrynet postrouting
 flush chain inet ferrynet forward
+add rule inet ferrynet prerouting meta nfproto ipv4 dnat ip to ip daddr . meta l4proto . th dport map @ports_ip
 add rule inet ferrynet prerouting meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @ports
+add rule inet ferrynet output meta nfproto ipv4 dnat ip to ip daddr . meta l4proto . th dport map @ports_ip
 add rule inet ferrynet output meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @ports
 add rule inet ferrynet postrouting ct status dnat ip saddr @subnets masquerade
 add rule inet ferrynet postrouting ct status dnat ip saddr 127.0.0.0/8 masquerade
@@ -249,11 +336,16 @@ impl Firewall {
 
     /// Publishes ports for one container, atomically: all of them or none.
     pub fn add_ports(&mut self, ip: Ipv4Addr, ports: &[PortMapping]) -> Result<(), FirewallError> {
-        let elems = ports
-            .iter()
-            .map(|p| port_element(p, ip))
-            .collect::<Vec<_>>();
-        match self.nl.add(&[(PORTS_MAP, elems)], true) {
+        let changes = by_map(ports.iter().map(|p| port_element(p, ip)));
+        let result = match self.nl.add(&changes, true) {
+            // A table made by an older ferrynet lacks a map: complete it (idempotent), retry.
+            Err(e) if e.is(libc::ENOENT) => {
+                run_nft(TABLE_SCRIPT)?;
+                self.nl.add(&changes, true)
+            }
+            r => r,
+        };
+        match result {
             Ok(()) => Ok(()),
             Err(e) if e.is(libc::EEXIST) => {
                 let taken = ports
@@ -278,12 +370,13 @@ impl Firewall {
         if !self.nl.table_exists()? {
             return Ok(());
         }
-        let mine = ports
+        let mine: Vec<PortMapping> = ports
             .iter()
             .filter(|p| matches!(self.port_target(p), Ok(Some((t, _))) if t == ip))
-            .map(|p| port_element(p, ip))
-            .collect::<Vec<_>>();
-        Ok(self.nl.delete(&[(PORTS_MAP, mine)])?)
+            .copied()
+            .collect();
+        let changes = by_map(mine.iter().map(|p| port_element(p, ip)));
+        Ok(self.nl.delete(&changes)?)
     }
 
     /// Every published port: (mapping, container address).
@@ -292,27 +385,13 @@ impl Firewall {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for e in self.nl.dump(PORTS_MAP)? {
-            let (k, Some(d)) = (&e.key, &e.data) else {
-                continue;
+        for map in [PORTS_MAP, PORTS_IP_MAP] {
+            let elems = match self.nl.dump(map) {
+                Ok(e) => e,
+                Err(e) if e.is(libc::ENOENT) => continue,
+                Err(e) => return Err(e.into()),
             };
-            if k.len() < 6 || d.len() < 6 {
-                continue;
-            }
-            let protocol = match k[0] {
-                6 => Protocol::Tcp,
-                17 => Protocol::Udp,
-                132 => Protocol::Sctp,
-                _ => continue,
-            };
-            out.push((
-                PortMapping {
-                    host_port: u16::from_be_bytes([k[4], k[5]]),
-                    container_port: u16::from_be_bytes([d[4], d[5]]),
-                    protocol,
-                },
-                Ipv4Addr::new(d[0], d[1], d[2], d[3]),
-            ));
+            out.extend(elems.iter().filter_map(|e| decode_port(map, e)));
         }
         Ok(out)
     }
@@ -322,8 +401,8 @@ impl Firewall {
         &mut self,
         p: &PortMapping,
     ) -> Result<Option<(Ipv4Addr, u16)>, FirewallError> {
-        let key = port_element(p, Ipv4Addr::UNSPECIFIED).key;
-        match self.nl.get(PORTS_MAP, &key) {
+        let (map, elem) = port_element(p, Ipv4Addr::UNSPECIFIED);
+        match self.nl.get(map, &elem.key) {
             Ok(Some(d)) if d.len() >= 6 => Ok(Some((
                 Ipv4Addr::new(d[0], d[1], d[2], d[3]),
                 u16::from_be_bytes([d[4], d[5]]),
@@ -383,8 +462,19 @@ mod tests {
     #[test]
     fn port_element_encoding_matches_nft_registers() {
         let p: PortMapping = "53:5353/udp".parse().unwrap();
-        let e = port_element(&p, Ipv4Addr::new(10, 90, 0, 3));
+        let (map, e) = port_element(&p, Ipv4Addr::new(10, 90, 0, 3));
+        assert_eq!(map, "ports");
         assert_eq!(e.key, vec![17, 0, 0, 0, 0, 53, 0, 0]);
-        assert_eq!(e.data.unwrap(), vec![10, 90, 0, 3, 0x14, 0xe9, 0, 0]);
+        assert_eq!(
+            e.data.clone().unwrap(),
+            vec![10, 90, 0, 3, 0x14, 0xe9, 0, 0]
+        );
+        assert_eq!(decode_port(map, &e), Some((p, Ipv4Addr::new(10, 90, 0, 3))));
+        let p: PortMapping = "10.201.0.1:53:5353/udp".parse().unwrap();
+        let (map, e) = port_element(&p, Ipv4Addr::new(10, 90, 0, 3));
+        assert_eq!(map, "ports_ip");
+        assert_eq!(e.key, vec![10, 201, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0]);
+        assert_eq!(decode_port(map, &e), Some((p, Ipv4Addr::new(10, 90, 0, 3))));
+        assert_eq!(p.to_string(), "10.201.0.1:53:5353/udp");
     }
 }
