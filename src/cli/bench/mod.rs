@@ -3,6 +3,8 @@
 //! in-process), at N containers on one bridge, without and with one published port each.
 //! Batches of A and B alternate so that the machine's drift hits both.
 
+mod cni;
+
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -29,6 +31,9 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Skip the comparison with the reference CNI plugins (the slowest part).
+    #[arg(long)]
+    no_reference: bool,
 }
 
 const BATCH: usize = 50;
@@ -151,6 +156,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         });
     }
     rows.extend(firewall_rows(if a.quick { 50 } else { 200 })?);
+    if !a.no_reference {
+        for ports in [false, true] {
+            rows.extend(cni::rows(&cni::compare(n, ports)?, ports));
+        }
+    }
     print_table(&rows, n, median(&spawn));
     if let Some(p) = a.json {
         std::fs::write(&p, serde_json::to_vec_pretty(&rows)?)
@@ -180,6 +190,22 @@ fn print_table(rows: &[Row], n: usize, spawn: Duration) {
     }
     let find = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.stats.p50_ms);
     println!();
+    for (suffix, reference) in [
+        ("", "bridge + host-local"),
+        (" + 1 port", "bridge + host-local + portmap"),
+    ] {
+        for verb in ["ADD", "DEL"] {
+            if let (Some(f), Some(r)) = (
+                find(&format!("CNI {verb}{suffix}: ferrynet")),
+                find(&format!("CNI {verb}{suffix}: reference {reference}")),
+            ) {
+                println!(
+                    "- CNI {verb}{suffix}: ferrynet {f:.2} ms vs {reference} {r:.2} ms: **{:.1}x faster**",
+                    r / f
+                );
+            }
+        }
+    }
     for label in ["", " + 1 published port"] {
         if let (Some(f), Some(fl), Some(d), Some(fd)) = (
             find(&format!("ferrynet attach{label}")),

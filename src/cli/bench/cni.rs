@@ -1,0 +1,263 @@
+//! ferrynet as a CNI plugin against the reference chain from Debian's containernetworking-plugins
+//! (bridge + host-local, then portmap), both exec'ed as libcni does: one process per plugin
+//! per call, environment and stdin, prevResult passed along the chain, DEL in reverse.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::{ns_name, progress, stats, Row, Scenario, BATCH};
+use crate::netns::{self, Netns};
+
+pub const REFERENCE_DIR: &str = "/usr/lib/cni";
+
+/// Runs one plugin in `host`'s namespace; returns its wall time and stdout.
+fn exec(
+    host: &Netns,
+    plugin: &Path,
+    env: &[(&str, String)],
+    conf: &Value,
+) -> Result<(Duration, Vec<u8>)> {
+    let fd = host.fd().as_raw_fd();
+    let mut cmd = Command::new(plugin);
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setns is async-signal-safe; the fd outlives the child's start.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let input = conf.to_string();
+    let t = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("run {}", plugin.display()))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let d = t.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{} failed: {} {}",
+            plugin.display(),
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok((d, out.stdout))
+}
+
+fn env(command: &str, container: &Netns, id: &str, path: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("CNI_COMMAND", command.to_string()),
+        ("CNI_CONTAINERID", id.to_string()),
+        ("CNI_NETNS", container.path().to_string_lossy().into_owned()),
+        ("CNI_IFNAME", "eth0".to_string()),
+        ("CNI_PATH", path.to_string()),
+    ]
+}
+
+fn port(i: usize) -> Value {
+    json!([{"hostPort": 10000 + i, "containerPort": 80, "protocol": "tcp"}])
+}
+
+pub struct CniResult {
+    pub ferrynet_add: Vec<Duration>,
+    pub ferrynet_del: Vec<Duration>,
+    pub reference_add: Vec<Duration>,
+    pub reference_del: Vec<Duration>,
+}
+
+/// N containers on one bridge each side, ADD then DEL, in alternating batches.
+pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
+    if !Path::new(REFERENCE_DIR).join("bridge").exists() {
+        bail!("the reference plugins are not installed ({REFERENCE_DIR}: apt-get install containernetworking-plugins)");
+    }
+    let label = if ports {
+        "CNI with a published port"
+    } else {
+        "CNI"
+    };
+    let tmp = std::env::temp_dir().join(format!("ferrynet-bench-cni-{}", std::process::id()));
+    let run_base = if crate::util::is_tmpfs(Path::new("/run")) {
+        "/run"
+    } else {
+        "/dev/shm"
+    };
+    let run_dir = PathBuf::from(format!(
+        "{run_base}/ferrynet-bench-cni-{}",
+        std::process::id()
+    ));
+    let mut sc = Scenario {
+        names: Vec::new(),
+        state: tmp.clone(),
+        run_dir: Some(run_dir.clone()),
+    };
+    progress(&format!(
+        "{label}: creating 2 hosts and {} container namespaces",
+        2 * n
+    ));
+    let mut make = |tag: String| -> Result<Netns> {
+        let name = ns_name(&tag);
+        let path = netns::create_named(&name)?;
+        sc.names.push(name);
+        Ok(Netns::open(&path)?)
+    };
+    let host_a = make("ca".into())?;
+    let host_b = make("cb".into())?;
+    let cs_a = (0..n)
+        .map(|i| make(format!("ca{i}")))
+        .collect::<Result<Vec<_>>>()?;
+    let cs_b = (0..n)
+        .map(|i| make(format!("cb{i}")))
+        .collect::<Result<Vec<_>>>()?;
+
+    let exe = std::env::current_exe()?;
+    let cni_path = format!(
+        "{}:{REFERENCE_DIR}",
+        exe.parent().unwrap_or(Path::new("/")).display()
+    );
+    let ferrynet_env = |command: &str, c: &Netns, id: &str| {
+        let mut e = env(command, c, id, &cni_path);
+        e.push((
+            "FERRYNET_STATE_DIR",
+            tmp.join("ferrynet").to_string_lossy().into_owned(),
+        ));
+        e.push(("FERRYNET_RUN_DIR", run_dir.to_string_lossy().into_owned()));
+        e
+    };
+    let ferrynet_conf = |i: usize| {
+        let mut c = json!({"cniVersion": "1.0.0", "name": "benchcni", "type": "ferrynet",
+                           "bridge": "fybench0", "subnet": "10.88.0.0/16"});
+        if ports {
+            c["runtimeConfig"] = json!({"portMappings": port(i)});
+        }
+        c
+    };
+    let bridge_conf = json!({"cniVersion": "1.0.0", "name": "benchref", "type": "bridge",
+        "bridge": "cnibench0", "isGateway": true, "ipMasq": true,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.89.0.0/16"}]],
+                 "dataDir": tmp.join("host-local").to_string_lossy()}});
+    let portmap_conf = |i: usize, prev: &Value| {
+        json!({"cniVersion": "1.0.0", "name": "benchref", "type": "portmap",
+               "capabilities": {"portMappings": true},
+               "runtimeConfig": {"portMappings": port(i)}, "prevResult": prev})
+    };
+    let bridge_bin = Path::new(REFERENCE_DIR).join("bridge");
+    let portmap_bin = Path::new(REFERENCE_DIR).join("portmap");
+
+    let mut r = CniResult {
+        ferrynet_add: Vec::with_capacity(n),
+        ferrynet_del: Vec::with_capacity(n),
+        reference_add: Vec::with_capacity(n),
+        reference_del: Vec::with_capacity(n),
+    };
+    let mut reference_results = Vec::with_capacity(n);
+    for batch in 0..n / BATCH {
+        for (i, c) in cs_a.iter().enumerate().skip(batch * BATCH).take(BATCH) {
+            let (d, _) = exec(
+                &host_a,
+                &exe,
+                &ferrynet_env("ADD", c, &format!("a{i}")),
+                &ferrynet_conf(i),
+            )?;
+            r.ferrynet_add.push(d);
+        }
+        for (i, c) in cs_b.iter().enumerate().skip(batch * BATCH).take(BATCH) {
+            let id = format!("b{i}");
+            let (mut d, out) = exec(
+                &host_b,
+                &bridge_bin,
+                &env("ADD", c, &id, &cni_path),
+                &bridge_conf,
+            )?;
+            let mut result: Value = serde_json::from_slice(&out)?;
+            if ports {
+                let (d2, out) = exec(
+                    &host_b,
+                    &portmap_bin,
+                    &env("ADD", c, &id, &cni_path),
+                    &portmap_conf(i, &result),
+                )?;
+                d += d2;
+                result = serde_json::from_slice(&out)?;
+            }
+            r.reference_add.push(d);
+            reference_results.push(result);
+        }
+        progress(&format!("{label}: ADD {}/{n}", (batch + 1) * BATCH));
+    }
+    for batch in 0..n / BATCH {
+        for (i, c) in cs_a.iter().enumerate().skip(batch * BATCH).take(BATCH) {
+            let (d, _) = exec(
+                &host_a,
+                &exe,
+                &ferrynet_env("DEL", c, &format!("a{i}")),
+                &ferrynet_conf(i),
+            )?;
+            r.ferrynet_del.push(d);
+        }
+        for (i, c) in cs_b.iter().enumerate().skip(batch * BATCH).take(BATCH) {
+            let id = format!("b{i}");
+            let prev = &reference_results[i];
+            let mut d = Duration::ZERO;
+            if ports {
+                d += exec(
+                    &host_b,
+                    &portmap_bin,
+                    &env("DEL", c, &id, &cni_path),
+                    &portmap_conf(i, prev),
+                )?
+                .0;
+            }
+            let mut conf = bridge_conf.clone();
+            conf["prevResult"] = prev.clone();
+            d += exec(&host_b, &bridge_bin, &env("DEL", c, &id, &cni_path), &conf)?.0;
+            r.reference_del.push(d);
+        }
+        progress(&format!("{label}: DEL {}/{n}", (batch + 1) * BATCH));
+    }
+    Ok(r)
+}
+
+/// The table rows of one comparison.
+pub fn rows(r: &CniResult, ports: bool) -> Vec<Row> {
+    let (suffix, reference) = if ports {
+        (" + 1 port", "bridge + host-local + portmap")
+    } else {
+        ("", "bridge + host-local")
+    };
+    vec![
+        Row {
+            name: format!("CNI ADD{suffix}: ferrynet"),
+            stats: stats(&r.ferrynet_add),
+        },
+        Row {
+            name: format!("CNI ADD{suffix}: reference {reference}"),
+            stats: stats(&r.reference_add),
+        },
+        Row {
+            name: format!("CNI DEL{suffix}: ferrynet"),
+            stats: stats(&r.ferrynet_del),
+        },
+        Row {
+            name: format!("CNI DEL{suffix}: reference {reference}"),
+            stats: stats(&r.reference_del),
+        },
+    ]
+}
