@@ -712,6 +712,7 @@ fn configure_container(
             gateway: Some(r.gw.unwrap_or(gateway)),
             oif: Some(link.index),
             onlink: false,
+            protocol: crate::netlink::PROTO_BOOT,
         };
         match h.add_route(&route) {
             Err(e) if !e.is(libc::EEXIST) => return Err(nl("add container route")(e)),

@@ -1,7 +1,10 @@
 //! ferrynet: container networking over Linux bridges, a CNI plugin, and a cross-host agent.
 
+pub mod agent;
+pub mod backend;
 pub mod bridge;
 pub mod cli;
+pub mod cluster;
 pub mod cni;
 pub mod failpoint;
 pub mod firewall;

@@ -1,5 +1,6 @@
 //! The `ferrynet` command line: clap commands over the library, nothing more.
 
+mod agent;
 mod bench;
 mod demo;
 mod network;
@@ -50,6 +51,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure per-container attach/detach against the kernel's floor (prints a table).
     Bench(bench::BenchArgs),
+    /// The host agent: lease this host's subnet and route to every other host's.
+    Agent(agent::AgentArgs),
 }
 
 #[derive(clap::Args)]
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(&state, a),
         Command::Demo(a) => demo::run(a).map(|_| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).map(|_| ExitCode::SUCCESS),
+        Command::Agent(a) => agent::run(a).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -239,6 +239,7 @@ add set inet ferrynet bridges { type ifname; }
 add set inet ferrynet bridge_pairs { type ifname . ifname; }
 add set inet ferrynet subnets { type ipv4_addr; flags interval; }
 add set inet ferrynet masq_subnets { type ipv4_addr; flags interval; }
+add set inet ferrynet cluster_nets { type ipv4_addr; flags interval; }
 add map inet ferrynet ports { type inet_proto . inet_service : ipv4_addr . inet_service; }
 add map inet ferrynet ports_ip { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
 add chain inet ferrynet prerouting { type nat hook prerouting priority dstnat; policy accept; }
@@ -255,7 +256,7 @@ add rule inet ferrynet output meta nfproto ipv4 dnat ip to ip daddr . meta l4pro
 add rule inet ferrynet output meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @ports
 add rule inet ferrynet postrouting ct status dnat ip saddr @subnets masquerade
 add rule inet ferrynet postrouting ct status dnat ip saddr 127.0.0.0/8 masquerade
-add rule inet ferrynet postrouting ip saddr @masq_subnets ip daddr != @subnets masquerade
+add rule inet ferrynet postrouting ip saddr @masq_subnets ip daddr != @subnets ip daddr != @cluster_nets masquerade
 add rule inet ferrynet forward ct state established,related accept
 add rule inet ferrynet forward ct status dnat accept
 add rule inet ferrynet forward iifname . oifname @bridge_pairs accept
@@ -317,6 +318,15 @@ impl Firewall {
         }
         script.push_str(&network_elements("add", net));
         run_nft(&script)
+    }
+
+    /// Exempts the cluster range from masquerade: container-to-container traffic across hosts
+    /// keeps its source address. Control path (the agent, once at start).
+    pub fn ensure_cluster_range(&mut self, range: Ipv4Net) -> Result<(), FirewallError> {
+        run_nft(&format!(
+            "{TABLE_SCRIPT}\nadd element inet {TABLE} cluster_nets {{ {} }}\n",
+            range.trunc()
+        ))
     }
 
     /// Removes a network's elements (the table stays for the other networks).

@@ -4,7 +4,9 @@
 mod route;
 pub mod socket;
 
-pub use route::{Addr, Handle, Link, Neighbour, Route, VethSpec, VxlanSpec};
+pub use route::{
+    Addr, Handle, Link, Neighbour, Route, VethSpec, VxlanSpec, PROTO_BOOT, PROTO_FERRYNET,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {

@@ -95,12 +95,12 @@ fn ifaddrmsg(prefix: u8, flags: u8, scope: u8, index: u32) -> [u8; 8] {
     h
 }
 
-fn rtmsg(dst_len: u8, scope: u8, flags: u32) -> [u8; 12] {
+fn rtmsg(dst_len: u8, scope: u8, flags: u32, protocol: u8) -> [u8; 12] {
     let mut h = [0u8; 12];
     h[0] = AF_INET;
     h[1] = dst_len;
     h[4] = RT_TABLE_MAIN;
-    h[5] = RTPROT_BOOT;
+    h[5] = protocol;
     h[6] = scope;
     h[7] = RTN_UNICAST;
     h[8..12].copy_from_slice(&flags.to_ne_bytes());
@@ -164,7 +164,14 @@ pub struct Route {
     pub gateway: Option<Ipv4Addr>,
     pub oif: Option<u32>,
     pub onlink: bool,
+    /// Who owns the route (rtm_protocol): [`PROTO_BOOT`] for container routes,
+    /// [`PROTO_FERRYNET`] for the agent's, so that reconciling never touches anyone else's.
+    pub protocol: u8,
 }
+
+pub const PROTO_BOOT: u8 = RTPROT_BOOT;
+/// The agent's routes (an unassigned rtm_protocol value; `ip route show proto 211`).
+pub const PROTO_FERRYNET: u8 = 211;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Neighbour {
@@ -461,6 +468,7 @@ impl Handle {
             r.dst.prefix_len(),
             scope,
             if r.onlink { RTNH_F_ONLINK } else { 0 },
+            r.protocol,
         ));
         if r.dst.prefix_len() > 0 {
             m.attr(RTA_DST, &r.dst.network().octets());
@@ -477,7 +485,7 @@ impl Handle {
     /// IPv4 routes of the main table.
     pub fn routes(&mut self) -> Result<Vec<Route>, NetlinkError> {
         let mut m = Message::new(RTM_GETROUTE, NLM_F_DUMP);
-        m.header(&rtmsg(0, 0, 0));
+        m.header(&rtmsg(0, 0, 0, 0));
         let mut out = Vec::new();
         for r in self.sock.dump(m)? {
             let p = &r.payload;
@@ -485,6 +493,7 @@ impl Handle {
                 continue;
             }
             let dst_len = p[1];
+            let protocol = p[5];
             let mut table = p[4] as u32;
             let flags = u32::from_ne_bytes(p[8..12].try_into().unwrap());
             let mut dst = Ipv4Addr::UNSPECIFIED;
@@ -508,10 +517,41 @@ impl Handle {
                     gateway,
                     oif,
                     onlink: flags & RTNH_F_ONLINK != 0,
+                    protocol,
                 });
             }
         }
         Ok(out)
+    }
+
+    /// The route the kernel would use to reach `ip` (`ip route get`).
+    pub fn route_to(&mut self, ip: Ipv4Addr) -> Result<Route, NetlinkError> {
+        let mut m = Message::new(RTM_GETROUTE, 0);
+        m.header(&rtmsg(32, 0, 0, 0));
+        m.attr(RTA_DST, &ip.octets());
+        let replies = self.sock.request(m)?;
+        let r = replies
+            .first()
+            .ok_or(NetlinkError::Malformed("no route reply"))?;
+        let p = &r.payload;
+        if p.len() < 12 {
+            return Err(NetlinkError::Malformed("short rtmsg"));
+        }
+        let mut route = Route {
+            dst: Ipv4Net::new(ip, 32).expect("valid prefix"),
+            gateway: None,
+            oif: None,
+            onlink: false,
+            protocol: p[5],
+        };
+        for (kind, data) in attrs(&p[12..]) {
+            match kind {
+                RTA_GATEWAY => route.gateway = ipv4(data),
+                RTA_OIF => route.oif = attr_u32(data),
+                _ => {}
+            }
+        }
+        Ok(route)
     }
 
     // ----- neighbours and FDB -----
@@ -577,6 +617,35 @@ impl Handle {
         m.attr(NDA_LLADDR, &mac.0);
         m.attr(NDA_DST, &dst.octets());
         self.ack(m)
+    }
+
+    /// The FDB entries of one device that point at a remote IP (VXLAN): (MAC, destination).
+    pub fn fdb(&mut self, index: u32) -> Result<Vec<(Mac, Ipv4Addr)>, NetlinkError> {
+        let mut m = Message::new(RTM_GETNEIGH, NLM_F_DUMP);
+        m.header(&ndmsg(AF_BRIDGE, 0, 0, 0));
+        let mut out = Vec::new();
+        for r in self.sock.dump(m)? {
+            let p = &r.payload;
+            if p.len() < 12 || p[0] != AF_BRIDGE {
+                continue;
+            }
+            if u32::from_ne_bytes(p[4..8].try_into().unwrap()) != index {
+                continue;
+            }
+            let mut mac = None;
+            let mut dst = None;
+            for (kind, data) in attrs(&p[12..]) {
+                match kind {
+                    NDA_LLADDR => mac = mac_of(data),
+                    NDA_DST => dst = ipv4(data),
+                    _ => {}
+                }
+            }
+            if let (Some(mac), Some(dst)) = (mac, dst) {
+                out.push((mac, dst));
+            }
+        }
+        Ok(out)
     }
 
     pub fn del_fdb(&mut self, index: u32, mac: Mac, dst: Ipv4Addr) -> Result<(), NetlinkError> {

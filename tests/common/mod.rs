@@ -257,3 +257,86 @@ pub fn endpoint_ip(ep: &serde_json::Value) -> Ipv4Addr {
     let s = ep["ip"].as_str().expect("ip");
     s.split('/').next().unwrap().parse().unwrap()
 }
+
+/// An underlay L2 segment: a namespace holding a bridge that hosts plug into.
+pub struct Fabric {
+    pub ns: Ns,
+}
+
+impl Fabric {
+    pub fn new() -> Fabric {
+        let ns = Ns::new("f");
+        ns.exec(&["ip", "link", "add", "fab0", "type", "bridge"]);
+        ns.exec(&["ip", "link", "set", "fab0", "up"]);
+        Fabric { ns }
+    }
+
+    /// Plugs `host` in: its `eth0` gets `ip`/24 on this segment.
+    pub fn plug(&self, host: &Host, ip: &str, port: &str) {
+        self.ns.exec(&[
+            "ip",
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &host.ns.name,
+        ]);
+        self.ns
+            .exec(&["ip", "link", "set", port, "master", "fab0", "up"]);
+        host.ns
+            .exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        host.ns.exec(&["ip", "link", "set", "eth0", "up"]);
+    }
+}
+
+/// Runs the ferrynet CNI plugin in `host` for `container`; returns the result JSON.
+pub fn cni_add(host: &Host, container: &Ns, conf: &serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = host
+        .ns
+        .cmd(&[BIN])
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", &container.name)
+        .env("CNI_NETNS", container.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .env("FERRYNET_STATE_DIR", &host.state)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ADD failed: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Polls `f` until it holds or `secs` pass.
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -419,6 +419,7 @@ fn floor_attach(
             gateway: Some(gw),
             oif: Some(l.index),
             onlink: false,
+            protocol: crate::netlink::PROTO_BOOT,
         })?;
         l.peer_index.context("peer")
     })??;

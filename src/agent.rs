@@ -1,0 +1,298 @@
+//! The host agent: lease this host's subnet, publish how to reach it, and keep the data plane
+//! in line with every other host's lease. It survives store outages by keeping the data plane
+//! as it is and retrying; it never flushes anything on start or stop.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+
+use crate::backend::{Dataplane, Local, Peer};
+use crate::cluster::{self, ClusterConfig, Lease, LeaseAttrs, Store, StoreError};
+use crate::firewall::{Firewall, FirewallError};
+use crate::netlink::{Handle, Mac, NetlinkError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Uplink(String),
+    #[error("netlink: {0}")]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub store: String,
+    pub cluster: ClusterConfig,
+    pub iface: Option<String>,
+    pub public_ip: Option<Ipv4Addr>,
+    pub node_name: String,
+    pub lease_ttl: Duration,
+    pub subnet_file: PathBuf,
+    pub release_on_exit: bool,
+    pub vni: u32,
+    pub port: u16,
+    /// Full reconcile even without a change in the store.
+    pub resync: Duration,
+}
+
+fn log(msg: &str) {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    eprintln!("{t:.3} ferrynet agent: {msg}");
+}
+
+/// The interface and address that reach the other hosts: `--public-ip`, `--iface`, or the
+/// default route's interface.
+fn find_uplink(h: &mut Handle, cfg: &AgentConfig) -> Result<(u32, Ipv4Addr, u32), AgentError> {
+    let addrs = h.addrs(None)?;
+    let (index, ip) = if let Some(ip) = cfg.public_ip {
+        let a = addrs
+            .iter()
+            .find(|a| a.net.addr() == ip)
+            .ok_or_else(|| AgentError::Uplink(format!("no interface has --public-ip {ip}")))?;
+        (a.index, ip)
+    } else {
+        let index = match &cfg.iface {
+            Some(name) => {
+                h.link_by_name(name)?
+                    .ok_or_else(|| {
+                        AgentError::Uplink(format!("--iface {name}: no such interface"))
+                    })?
+                    .index
+            }
+            None => h
+                .routes()?
+                .into_iter()
+                .find(|r| r.dst.prefix_len() == 0)
+                .and_then(|r| r.oif)
+                .ok_or_else(|| {
+                    AgentError::Uplink("no default route: pass --iface or --public-ip".into())
+                })?,
+        };
+        let a = addrs.iter().find(|a| a.index == index).ok_or_else(|| {
+            AgentError::Uplink(format!("the uplink (ifindex {index}) has no IPv4 address"))
+        })?;
+        (index, a.net.addr())
+    };
+    let mtu = h
+        .link_by_index(index)?
+        .map(|l| l.mtu)
+        .ok_or_else(|| AgentError::Uplink(format!("ifindex {index} vanished")))?;
+    Ok((index, ip, mtu))
+}
+
+fn read_subnet_file(path: &std::path::Path) -> Option<Ipv4Net> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("FERRYNET_SUBNET="))
+        .and_then(|v| v.trim().parse::<Ipv4Net>().ok())
+}
+
+fn write_subnet_file(cfg: &AgentConfig, lease: &Lease, mtu: u32) -> Result<(), AgentError> {
+    let text = format!(
+        "FERRYNET_NETWORK={}\nFERRYNET_SUBNET={}\nFERRYNET_MTU={mtu}\nFERRYNET_IPMASQ=true\n",
+        cfg.cluster.network, lease.subnet
+    );
+    let io = |source| AgentError::Io {
+        path: cfg.subnet_file.clone(),
+        source,
+    };
+    if let Some(dir) = cfg.subnet_file.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    crate::util::write_atomic(&cfg.subnet_file, text.as_bytes()).map_err(io)
+}
+
+/// The agent's loop; returns when `stop` is set (SIGTERM), or on an error at start.
+pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
+    let mut store = cluster::open(&cfg.store)?;
+    cfg.cluster
+        .validate()
+        .map_err(|e| AgentError::Uplink(format!("invalid cluster configuration: {e}")))?;
+    let cluster = store.init_config(&cfg.cluster)?;
+    let mut h = Handle::new()?;
+    let (uplink_index, public_ip, uplink_mtu) = find_uplink(&mut h, cfg)?;
+    let vtep_mac = Mac::from_seed(&format!("ferrynet-vtep/{}", cfg.node_name));
+    let attrs = LeaseAttrs {
+        node: cfg.node_name.clone(),
+        public_ip,
+        backend: cluster.backend,
+        vtep_mac: Some(vtep_mac),
+    };
+    let preferred = read_subnet_file(&cfg.subnet_file);
+    let mut lease = store.acquire(&cluster, &attrs, preferred, cfg.lease_ttl)?;
+    log(&format!(
+        "node {} ({public_ip}) leased {} of {} [{:?}]",
+        cfg.node_name, lease.subnet, cluster.network, cluster.backend
+    ));
+
+    let mut dataplane = Dataplane::new(
+        cluster.backend,
+        Local {
+            subnet: lease.subnet,
+            public_ip,
+            uplink_index,
+            uplink_mtu,
+            vtep_mac,
+        },
+        cfg.vni,
+        cfg.port,
+    );
+    dataplane.setup(&mut h)?;
+    if !h.ipv4_forwarding()? {
+        crate::netns::write_sysctl("net/ipv4/ip_forward", "1").map_err(|source| {
+            AgentError::Io {
+                path: "/proc/sys/net/ipv4/ip_forward".into(),
+                source,
+            }
+        })?;
+    }
+    Firewall::open()?.ensure_cluster_range(cluster.network)?;
+    write_subnet_file(cfg, &lease, dataplane.mtu())?;
+
+    let renew_every = cfg.lease_ttl / 3;
+    let mut renew_at = Instant::now() + renew_every;
+    let mut resync_at = Instant::now();
+    let mut revision = u64::MAX;
+    let mut backoff = Duration::from_millis(200);
+    let mut store_ok = true;
+    let mut last_refused = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let wait =
+            Duration::from_millis(500).min(renew_at.saturating_duration_since(Instant::now()));
+        let snapshot = match store.wait_for_change(revision, wait) {
+            Ok(s) => {
+                if !store_ok {
+                    log("store reachable again");
+                    store_ok = true;
+                    backoff = Duration::from_millis(200);
+                }
+                s
+            }
+            Err(e) => {
+                if store_ok {
+                    log(&format!(
+                        "{e}; keeping the data plane as it is and retrying"
+                    ));
+                    store_ok = false;
+                }
+                sleep_unless(stop, backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        if Instant::now() >= renew_at {
+            match renew_or_reacquire(&mut *store, &cluster, &attrs, &lease, cfg.lease_ttl) {
+                Ok(l) => {
+                    if l.subnet != lease.subnet {
+                        log(&format!("lease lost; now holding {}", l.subnet));
+                    }
+                    lease = l;
+                    renew_at = Instant::now() + renew_every;
+                }
+                Err(e) => log(&format!("renewing the lease: {e}; retrying")),
+            }
+        }
+        if snapshot.revision == revision && Instant::now() < resync_at {
+            continue;
+        }
+        let peers = peers_of(&cluster, &lease, &snapshot.leases);
+        match dataplane.reconcile(&mut h, &peers) {
+            Ok(report) => {
+                revision = snapshot.revision;
+                resync_at = Instant::now() + cfg.resync;
+                if report.changes > 0 {
+                    log(&format!(
+                        "{} peers ({} via vxlan, {} direct): {} changes",
+                        peers.len(),
+                        report.vxlan_peers,
+                        report.direct_peers,
+                        report.changes
+                    ));
+                }
+                if report.refused != last_refused {
+                    for r in &report.refused {
+                        log(&format!("refused peer {r}"));
+                    }
+                    last_refused = report.refused;
+                }
+            }
+            Err(e) => {
+                log(&format!("reconcile failed: {e}; full resync next round"));
+                revision = u64::MAX;
+                h = Handle::new()?;
+                sleep_unless(stop, Duration::from_millis(200));
+            }
+        }
+    }
+    if cfg.release_on_exit {
+        match store.release(&lease) {
+            Ok(()) => log(&format!("released {}", lease.subnet)),
+            Err(e) => log(&format!("releasing {}: {e}", lease.subnet)),
+        }
+    }
+    log("stopped; the data plane is left as it is");
+    Ok(())
+}
+
+fn renew_or_reacquire(
+    store: &mut dyn Store,
+    cluster: &ClusterConfig,
+    attrs: &LeaseAttrs,
+    lease: &Lease,
+    ttl: Duration,
+) -> Result<Lease, StoreError> {
+    match store.renew(lease, ttl) {
+        Err(StoreError::LeaseLost(_)) => store.acquire(cluster, attrs, Some(lease.subnet), ttl),
+        r => r,
+    }
+}
+
+/// The leases worth routing to; anything malformed or hostile is logged and skipped.
+fn peers_of(cluster: &ClusterConfig, own: &Lease, leases: &[Lease]) -> Vec<Peer> {
+    leases
+        .iter()
+        .filter(|l| l.attrs.node != own.attrs.node)
+        .filter(|l| match cluster::routable(cluster, Some(own), l) {
+            Ok(()) => true,
+            Err(why) => {
+                log(&format!(
+                    "ignoring lease {} of {}: {why}",
+                    l.subnet, l.attrs.node
+                ));
+                false
+            }
+        })
+        .map(|l| Peer {
+            node: l.attrs.node.clone(),
+            subnet: l.subnet,
+            public_ip: l.attrs.public_ip,
+            vtep_mac: l.attrs.vtep_mac,
+        })
+        .collect()
+}
+
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
+    }
+}

@@ -1,0 +1,99 @@
+//! `ferrynet agent`: the host agent in the foreground (as systemd and runtimes expect).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+use ipnet::Ipv4Net;
+
+use crate::agent::{self, AgentConfig};
+use crate::cluster::{BackendKind, ClusterConfig};
+
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// Where leases live: file:PATH (embedded, hosts sharing a filesystem).
+    #[arg(long, default_value = "file:/var/lib/ferrynet/cluster.json")]
+    store: String,
+    /// The cluster-wide container range.
+    #[arg(long)]
+    cluster_cidr: Ipv4Net,
+    /// The size of each host's subnet.
+    #[arg(long, default_value_t = 24)]
+    subnet_len: u8,
+    #[arg(long, default_value = "vxlan")]
+    backend: BackendKind,
+    /// The interface that reaches the other hosts (default: the default route's).
+    #[arg(long)]
+    iface: Option<String>,
+    /// This host's address on the underlay (instead of --iface).
+    #[arg(long)]
+    public_ip: Option<Ipv4Addr>,
+    /// Default: the hostname.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Seconds (or Ns, Nm) before a silent host's subnet is freed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    lease_ttl: Duration,
+    /// Where the CNI plugin's "subnet": "auto" reads this host's lease.
+    #[arg(long, default_value = "/run/ferrynet/subnet.env")]
+    subnet_file: PathBuf,
+    /// Give the subnet back on SIGTERM (otherwise it is kept for a restart).
+    #[arg(long)]
+    release_on_exit: bool,
+    #[arg(long, default_value_t = 1)]
+    vni: u32,
+    #[arg(long, default_value_t = 8472)]
+    vxlan_port: u16,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = match s.strip_suffix('m') {
+        Some(n) => (n, 60),
+        None => (s.strip_suffix('s').unwrap_or(s), 1),
+    };
+    n.parse::<u64>()
+        .map(|n| Duration::from_secs(n * unit))
+        .map_err(|_| format!("invalid duration {s:?} (expected e.g. 60s or 2m)"))
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+pub fn run(a: AgentArgs) -> Result<()> {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+    let cfg = AgentConfig {
+        store: a.store,
+        cluster: ClusterConfig {
+            network: a.cluster_cidr.trunc(),
+            subnet_len: a.subnet_len,
+            backend: a.backend,
+        },
+        iface: a.iface,
+        public_ip: a.public_ip,
+        node_name: a.node_name.unwrap_or_else(hostname),
+        lease_ttl: a.lease_ttl.max(Duration::from_secs(3)),
+        subnet_file: a.subnet_file,
+        release_on_exit: a.release_on_exit,
+        vni: a.vni,
+        port: a.vxlan_port,
+        resync: Duration::from_secs(30),
+    };
+    agent::run(&cfg, &STOP)?;
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Subnet leases: which host owns which subnet of the cluster range. A [`Store`] keeps them
+//! (etcd for real clusters, [`FileStore`] by default); this module also holds the rules that
+//! do not depend on the store: which subnets exist, which one a node gets, which leases are
+//! valid enough to route to.
+
+mod file;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+pub use file::FileStore;
+
+use crate::netlink::Mac;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unreachable: {0}")]
+    Unreachable(String),
+    #[error("no free subnet of /{len} left in {network}")]
+    Exhausted { network: Ipv4Net, len: u8 },
+    #[error(
+        "node name {node:?} is already used by a live lease from {other_ip} (this node is {ip})"
+    )]
+    DuplicateNode {
+        node: String,
+        other_ip: Ipv4Addr,
+        ip: Ipv4Addr,
+    },
+    #[error("the cluster was created with {existing}; this agent was started with {requested}")]
+    ConfigMismatch { existing: String, requested: String },
+    #[error("lease for {0} is gone (expired or taken over)")]
+    LeaseLost(Ipv4Net),
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+    #[error("invalid store address {0:?} (expected file:PATH or etcd://HOST:PORT)")]
+    BadUrl(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    #[default]
+    Vxlan,
+    HostGw,
+    Auto,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "vxlan" => Ok(BackendKind::Vxlan),
+            "host-gw" => Ok(BackendKind::HostGw),
+            "auto" => Ok(BackendKind::Auto),
+            _ => Err(format!(
+                "unknown backend {s:?} (expected vxlan, host-gw or auto)"
+            )),
+        }
+    }
+}
+
+/// `<prefix>/config`: written by the first agent, checked by every later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    pub network: Ipv4Net,
+    pub subnet_len: u8,
+    pub backend: BackendKind,
+}
+
+impl ClusterConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.subnet_len <= self.network.prefix_len() || self.subnet_len > 30 {
+            return Err(format!(
+                "subnet length /{} must be longer than the cluster range's /{} and at most /30",
+                self.subnet_len,
+                self.network.prefix_len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every subnet a host may lease. The first one is skipped (as Flannel does), so that the
+    /// range's network address never doubles as a host's.
+    pub fn subnets(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
+        self.network
+            .subnets(self.subnet_len)
+            .into_iter()
+            .flatten()
+            .skip(1)
+    }
+}
+
+/// What a host publishes about itself with its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseAttrs {
+    pub node: String,
+    pub public_ip: Ipv4Addr,
+    #[serde(default)]
+    pub backend: BackendKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<Mac>,
+}
+
+/// `<prefix>/subnets/<ip>-<len>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub subnet: Ipv4Net,
+    #[serde(flatten)]
+    pub attrs: LeaseAttrs,
+    /// Unix seconds after which the lease is void unless renewed.
+    pub expires: u64,
+}
+
+/// All leases at one revision of the store.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub leases: Vec<Lease>,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The shared semantics of every store. Implementations are blocking; the agent runs them on
+/// its own thread.
+pub trait Store: Send {
+    /// Writes `requested` if the store has no configuration yet; returns the configuration in
+    /// force (an error if it differs).
+    fn init_config(&mut self, requested: &ClusterConfig) -> Result<ClusterConfig, StoreError>;
+    /// Takes a subnet for `attrs.node`: its current lease if it has one, else `preferred` if
+    /// free, else the first free subnet. Atomic against other agents.
+    fn acquire(
+        &mut self,
+        config: &ClusterConfig,
+        attrs: &LeaseAttrs,
+        preferred: Option<Ipv4Net>,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError>;
+    /// Extends a lease; [`StoreError::LeaseLost`] if it is gone.
+    fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError>;
+    fn release(&mut self, lease: &Lease) -> Result<(), StoreError>;
+    /// Live leases.
+    fn list(&mut self) -> Result<Snapshot, StoreError>;
+    /// Blocks until the store's revision differs from `revision` or `timeout` passes.
+    fn wait_for_change(&mut self, revision: u64, timeout: Duration)
+        -> Result<Snapshot, StoreError>;
+}
+
+/// Opens `file:PATH` (etcd support lands with the etcd store).
+pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("file:") {
+        return Ok(Box::new(FileStore::new(path)));
+    }
+    Err(StoreError::BadUrl(url.to_string()))
+}
+
+/// Picks a subnet for a node among `taken` ones (shared by every store).
+pub fn pick_subnet(
+    config: &ClusterConfig,
+    live: &[Lease],
+    attrs: &LeaseAttrs,
+    preferred: Option<Ipv4Net>,
+) -> Result<Ipv4Net, StoreError> {
+    if let Some(mine) = live.iter().find(|l| l.attrs.node == attrs.node) {
+        if mine.attrs.public_ip != attrs.public_ip {
+            return Err(StoreError::DuplicateNode {
+                node: attrs.node.clone(),
+                other_ip: mine.attrs.public_ip,
+                ip: attrs.public_ip,
+            });
+        }
+        return Ok(mine.subnet);
+    }
+    let free = |s: &Ipv4Net| !live.iter().any(|l| l.subnet == *s);
+    if let Some(p) = preferred {
+        if config.subnets().any(|s| s == p) && free(&p) {
+            return Ok(p);
+        }
+    }
+    config.subnets().find(free).ok_or(StoreError::Exhausted {
+        network: config.network,
+        len: config.subnet_len,
+    })
+}
+
+/// Whether a lease read from the store is safe to route to: inside the cluster range with the
+/// cluster's subnet length, not ours, and its public address outside the cluster range. A
+/// corrupted or hostile value must never make the agent route the host's own networks away.
+pub fn routable(config: &ClusterConfig, own: Option<&Lease>, lease: &Lease) -> Result<(), String> {
+    if lease.subnet.prefix_len() != config.subnet_len || !config.network.contains(&lease.subnet) {
+        return Err(format!(
+            "subnet {} is not a /{} of {}",
+            lease.subnet, config.subnet_len, config.network
+        ));
+    }
+    if lease.subnet != lease.subnet.trunc() {
+        return Err(format!("subnet {} has host bits set", lease.subnet));
+    }
+    if config.network.contains(&lease.attrs.public_ip) || lease.attrs.public_ip.is_unspecified() {
+        return Err(format!(
+            "public address {} is inside the cluster range",
+            lease.attrs.public_ip
+        ));
+    }
+    if let Some(own) = own {
+        if own.subnet == lease.subnet || own.attrs.public_ip == lease.attrs.public_ip {
+            return Err("it is this host's own lease".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ClusterConfig {
+        ClusterConfig {
+            network: "10.244.0.0/16".parse().unwrap(),
+            subnet_len: 24,
+            backend: BackendKind::Vxlan,
+        }
+    }
+
+    fn lease(subnet: &str, node: &str, ip: [u8; 4]) -> Lease {
+        Lease {
+            subnet: subnet.parse().unwrap(),
+            attrs: LeaseAttrs {
+                node: node.into(),
+                public_ip: Ipv4Addr::from(ip),
+                backend: BackendKind::Vxlan,
+                vtep_mac: None,
+            },
+            expires: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn picks_existing_preferred_or_first_free() {
+        let c = cfg();
+        let live = vec![lease("10.244.1.0/24", "a", [10, 200, 0, 11])];
+        let b = lease("10.244.9.0/24", "b", [10, 200, 0, 12]).attrs;
+        assert_eq!(
+            pick_subnet(&c, &live, &live[0].attrs, None).unwrap(),
+            live[0].subnet
+        );
+        assert_eq!(
+            pick_subnet(&c, &live, &b, None).unwrap().to_string(),
+            "10.244.2.0/24"
+        );
+        assert_eq!(
+            pick_subnet(&c, &live, &b, Some("10.244.9.0/24".parse().unwrap()))
+                .unwrap()
+                .to_string(),
+            "10.244.9.0/24"
+        );
+        let dup = lease("10.244.9.0/24", "a", [10, 200, 0, 99]).attrs;
+        assert!(matches!(
+            pick_subnet(&c, &live, &dup, None),
+            Err(StoreError::DuplicateNode { .. })
+        ));
+        let tiny = ClusterConfig {
+            network: "10.244.0.0/23".parse().unwrap(),
+            ..c
+        };
+        let full = vec![lease("10.244.1.0/24", "a", [10, 200, 0, 11])];
+        assert!(matches!(
+            pick_subnet(&tiny, &full, &b, None),
+            Err(StoreError::Exhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_hostile_leases() {
+        let c = cfg();
+        let own = lease("10.244.1.0/24", "a", [10, 200, 0, 11]);
+        assert!(routable(
+            &c,
+            Some(&own),
+            &lease("10.244.2.0/24", "b", [10, 200, 0, 12])
+        )
+        .is_ok());
+        assert!(routable(
+            &c,
+            Some(&own),
+            &lease("10.200.0.0/24", "b", [10, 200, 0, 12])
+        )
+        .is_err());
+        assert!(routable(
+            &c,
+            Some(&own),
+            &lease("10.244.0.0/16", "b", [10, 200, 0, 12])
+        )
+        .is_err());
+        assert!(routable(
+            &c,
+            Some(&own),
+            &lease("10.244.3.0/24", "b", [10, 244, 5, 1])
+        )
+        .is_err());
+        assert!(routable(
+            &c,
+            Some(&own),
+            &lease("10.244.1.0/24", "b", [10, 200, 0, 13])
+        )
+        .is_err());
+        assert!(routable(&c, Some(&own), &lease("10.244.4.0/24", "b", [0, 0, 0, 0])).is_err());
+    }
+}

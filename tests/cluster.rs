@@ -1,0 +1,276 @@
+//! A simulated cluster: hosts (namespaces) on a fabric, each running `ferrynet agent` with the
+//! embedded file store, containers attached through the CNI plugin with "subnet": "auto".
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+use common::*;
+use serde_json::json;
+
+/// An agent process in a host; stopped (SIGTERM, then SIGKILL) on drop.
+struct Agent {
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn start(host: &Host, store: &Path, backend: &str, node: &str, extra: &[&str]) -> Agent {
+        let mut args = vec![
+            "agent",
+            "--store",
+            &format!("file:{}", store.display()),
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--backend",
+            backend,
+            "--iface",
+            "eth0",
+            "--node-name",
+            node,
+            "--lease-ttl",
+            "6s",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.push("--subnet-file".into());
+        args.push(subnet_file(host).to_string_lossy().into_owned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        std::fs::create_dir_all(&host.state).unwrap();
+        let log = std::fs::File::create(host.state.join(format!("agent-{node}.log"))).unwrap();
+        let child = host
+            .ferrynet_cmd(&argv)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let agent = Agent { child: Some(child) };
+        assert!(
+            eventually(10, || subnet_file(host).exists()),
+            "agent on {node} wrote no subnet file"
+        );
+        agent
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            if !eventually(5, || matches!(c.try_wait(), Ok(Some(_)))) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn subnet_file(host: &Host) -> PathBuf {
+    host.state.join("subnet.env")
+}
+
+fn leased_subnet(host: &Host) -> String {
+    std::fs::read_to_string(subnet_file(host))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("FERRYNET_SUBNET=").map(str::to_string))
+        .unwrap()
+}
+
+struct Cluster {
+    hosts: Vec<Host>,
+    agents: Vec<Agent>,
+    _fabric: Fabric,
+    store: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.agents.clear();
+        let _ = std::fs::remove_file(&self.store);
+        let _ = std::fs::remove_file(self.store.with_extension("lock"));
+    }
+}
+
+fn cluster(n: usize, backend: &str) -> Cluster {
+    let fabric = Fabric::new();
+    let store = std::env::temp_dir().join(format!("ferrynet-cluster-{}.json", fabric.ns.name));
+    let hosts: Vec<Host> = (0..n).map(|_| Host::new()).collect();
+    let mut agents = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        fabric.plug(h, &format!("10.200.0.{}", 11 + i), &format!("p{i}"));
+        agents.push(Agent::start(h, &store, backend, &format!("node{i}"), &[]));
+    }
+    Cluster {
+        hosts,
+        agents,
+        _fabric: fabric,
+        store,
+    }
+}
+
+fn pod_conf(host: &Host) -> serde_json::Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "pods",
+        "type": "ferrynet",
+        "bridge": "fypods0",
+        "subnet": "auto",
+        "subnetFile": subnet_file(host).to_string_lossy(),
+    })
+}
+
+fn ip_of(result: &serde_json::Value) -> Ipv4Addr {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Two containers per host; every container pings every other; a TCP peer on the last host
+/// sees the client's own address; the first host's container reaches the world masqueraded.
+fn full_mesh(backend: &str) {
+    let c = cluster(3, backend);
+    let subnets: Vec<String> = c.hosts.iter().map(leased_subnet).collect();
+    let mut unique = subnets.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "distinct subnets: {subnets:?}");
+
+    let mut pods = Vec::new();
+    for h in &c.hosts {
+        for _ in 0..2 {
+            let ns = Ns::new("c");
+            let r = cni_add(h, &ns, &pod_conf(h));
+            pods.push((ns, ip_of(&r)));
+        }
+    }
+    for (from, _) in &pods {
+        for (_, to) in &pods {
+            assert!(
+                eventually(10, || from.ping(&to.to_string())),
+                "{backend}: {} cannot reach {to}",
+                from.name
+            );
+        }
+    }
+    // No masquerade inside the cluster.
+    let (server_ns, server_ip) = &pods[5];
+    let server = server(server_ns, Ipv4Addr::UNSPECIFIED, 7000, "c");
+    let (client, client_ip) = &pods[0];
+    assert_eq!(
+        fetch(client, *server_ip, 7000),
+        Some("hello from c\n".into())
+    );
+    assert_eq!(
+        server.peers(),
+        vec![*client_ip],
+        "the server sees the client's own address"
+    );
+    // The world, behind host 0, sees host 0's address.
+    let world = World::attach_to(&c.hosts[0]);
+    let ws = common::server(&world.ns, world.ip, 80, "world");
+    assert_eq!(
+        fetch(client, world.ip, 80),
+        Some("hello from world\n".into())
+    );
+    assert_eq!(ws.peers(), vec![world.host_ip]);
+}
+
+#[test]
+fn vxlan_full_mesh() {
+    full_mesh("vxlan");
+}
+
+#[test]
+fn host_gw_full_mesh() {
+    full_mesh("host-gw");
+}
+
+#[test]
+fn auto_full_mesh() {
+    full_mesh("auto");
+}
+
+#[test]
+fn a_departed_host_is_unrouted_and_a_new_one_routed() {
+    let mut c = cluster(2, "vxlan");
+    let gone = leased_subnet(&c.hosts[1]);
+    let routes = |h: &Host| h.ns.exec(&["ip", "route", "show", "proto", "211"]);
+    assert!(eventually(10, || routes(&c.hosts[0]).contains(&gone)));
+    // Host 1 leaves with --release-on-exit semantics: stop it and delete its lease.
+    c.agents[1].stop();
+    let store = std::fs::read_to_string(&c.store).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&store).unwrap();
+    let key = gone.replace('/', "-");
+    v["subnets"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| *k != key);
+    v["revision"] = json!(v["revision"].as_u64().unwrap() + 1);
+    std::fs::write(&c.store, v.to_string()).unwrap();
+    assert!(
+        eventually(10, || !routes(&c.hosts[0]).contains(&gone)),
+        "route to the departed host's subnet is gone: {}",
+        routes(&c.hosts[0])
+    );
+    let fdb = c.hosts[0]
+        .ns
+        .exec(&["bridge", "fdb", "show", "dev", "ferry.1"]);
+    assert!(!fdb.contains("10.200.0.12"), "{fdb}");
+    // A new host joins and is routed from the first.
+    let h = Host::new();
+    c._fabric.plug(&h, "10.200.0.20", "p9");
+    let store = c.store.clone();
+    c.agents
+        .push(Agent::start(&h, &store, "vxlan", "node9", &[]));
+    let new_subnet = leased_subnet(&h);
+    assert!(eventually(10, || routes(&c.hosts[0]).contains(&new_subnet)));
+    c.hosts.push(h);
+}
+
+#[test]
+fn a_restarted_agent_keeps_its_subnet_and_the_traffic() {
+    let mut c = cluster(2, "vxlan");
+    let before = leased_subnet(&c.hosts[1]);
+    let a = Ns::new("c");
+    let b = Ns::new("c");
+    cni_add(&c.hosts[0], &a, &pod_conf(&c.hosts[0]));
+    let rb = cni_add(&c.hosts[1], &b, &pod_conf(&c.hosts[1]));
+    let target = ip_of(&rb).to_string();
+    assert!(eventually(10, || a.ping(&target)));
+    // kill -9: nothing is flushed, so traffic keeps flowing while the agent is down.
+    let mut child = c.agents[1].child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(a.ping(&target), "traffic survives the agent's death");
+    let store = c.store.clone();
+    c.agents[1] = Agent::start(&c.hosts[1], &store, "vxlan", "node1", &[]);
+    assert_eq!(
+        leased_subnet(&c.hosts[1]),
+        before,
+        "the same subnet comes back"
+    );
+    assert!(a.ping(&target));
+}
