@@ -274,3 +274,126 @@ fn a_restarted_agent_keeps_its_subnet_and_the_traffic() {
     );
     assert!(a.ping(&target));
 }
+
+/// Two fabrics joined by a router namespace: hosts 0 and 1 on 10.200.0.0/24, host 2 on
+/// 10.210.0.0/24, each with a default route via the router.
+fn routed_cluster(backend: &str) -> (Cluster, Fabric, Ns) {
+    let f1 = Fabric::new();
+    let f2 = Fabric::new();
+    let router = Ns::new("r");
+    for (f, ip, port) in [(&f1, "10.200.0.1/24", "r0"), (&f2, "10.210.0.1/24", "r1")] {
+        f.ns.exec(&[
+            "ip",
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            &router.name,
+        ]);
+        f.ns.exec(&["ip", "link", "set", port, "master", "fab0", "up"]);
+        router.exec(&["ip", "link", "set", "up0", "name", port]);
+        router.exec(&["ip", "addr", "add", ip, "dev", port]);
+        router.exec(&["ip", "link", "set", port, "up"]);
+    }
+    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let store = std::env::temp_dir().join(format!("ferrynet-cluster-{}.json", f1.ns.name));
+    let hosts: Vec<Host> = (0..3).map(|_| Host::new()).collect();
+    let mut agents = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let (f, ip, gw) = if i < 2 {
+            (&f1, format!("10.200.0.{}", 11 + i), "10.200.0.1")
+        } else {
+            (&f2, "10.210.0.13".to_string(), "10.210.0.1")
+        };
+        f.plug(h, &ip, &format!("p{i}"));
+        h.ns.exec(&["ip", "route", "add", "default", "via", gw]);
+        agents.push(Agent::start(h, &store, backend, &format!("node{i}"), &[]));
+    }
+    let c = Cluster {
+        hosts,
+        agents,
+        _fabric: f1,
+        store,
+    };
+    (c, f2, router)
+}
+
+fn pods_on(c: &Cluster) -> Vec<(Ns, Ipv4Addr)> {
+    c.hosts
+        .iter()
+        .map(|h| {
+            let ns = Ns::new("c");
+            let r = cni_add(h, &ns, &pod_conf(h));
+            (ns, ip_of(&r))
+        })
+        .collect()
+}
+
+#[test]
+fn vxlan_crosses_a_router() {
+    let (c, _f2, _router) = routed_cluster("vxlan");
+    let pods = pods_on(&c);
+    for (from, _) in &pods {
+        for (_, to) in &pods {
+            assert!(
+                eventually(10, || from.ping(&to.to_string())),
+                "{} -> {to}",
+                from.name
+            );
+        }
+    }
+}
+
+#[test]
+fn host_gw_refuses_peers_behind_a_router() {
+    let (c, _f2, _router) = routed_cluster("host-gw");
+    let pods = pods_on(&c);
+    // Same segment: routed directly.
+    assert!(eventually(10, || pods[0].0.ping(&pods[1].1.to_string())));
+    // Across the router: refused, with a log line, never a broken route.
+    let far = leased_subnet(&c.hosts[2]);
+    let routes = c.hosts[0].ns.exec(&["ip", "route", "show", "proto", "211"]);
+    assert!(!routes.contains(&far), "{routes}");
+    let log = std::fs::read_to_string(c.hosts[0].state.join("agent-node0.log")).unwrap();
+    assert!(
+        eventually(5, || std::fs::read_to_string(
+            c.hosts[0].state.join("agent-node0.log")
+        )
+        .unwrap()
+        .contains("not on this L2 segment")),
+        "{log}"
+    );
+    assert!(!pods[0].0.ping(&pods[2].1.to_string()));
+}
+
+#[test]
+fn auto_picks_direct_routes_or_vxlan_per_peer() {
+    let (c, _f2, _router) = routed_cluster("auto");
+    let pods = pods_on(&c);
+    for (from, _) in &pods {
+        for (_, to) in &pods {
+            assert!(
+                eventually(10, || from.ping(&to.to_string())),
+                "{} -> {to}",
+                from.name
+            );
+        }
+    }
+    let routes = c.hosts[0].ns.exec(&["ip", "route", "show", "proto", "211"]);
+    let near = leased_subnet(&c.hosts[1]);
+    let far = leased_subnet(&c.hosts[2]);
+    let line = |s: &str| {
+        routes
+            .lines()
+            .find(|l| l.starts_with(s))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line(&near).contains("via 10.200.0.12 dev eth0"), "{routes}");
+    assert!(line(&far).contains("dev ferry.1"), "{routes}");
+}
