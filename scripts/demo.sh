@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 require_root
-install_missing ip iproute2 nft nftables ping iputils-ping
+install_missing protoc protobuf-compiler ip iproute2 nft nftables ping iputils-ping
 cargo build --release
 exec ./target/release/ferrynet demo "$@"

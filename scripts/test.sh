@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 require_root
-install_missing ip iproute2 nft nftables ping iputils-ping iptables iptables \
+install_missing protoc protobuf-compiler etcd etcd-server \
+  ip iproute2 nft nftables ping iputils-ping iptables iptables \
   /usr/lib/cni/host-local containernetworking-plugins \
   podman podman runc runc pkg: busybox-static nsenter util-linux containerd containerd
 

@@ -13,9 +13,13 @@ use crate::cluster::{BackendKind, ClusterConfig};
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// Where leases live: file:PATH (embedded, hosts sharing a filesystem).
+    /// Where leases live: etcd://HOST:PORT[,HOST:PORT...], or file:PATH (embedded, for hosts
+    /// sharing a filesystem).
     #[arg(long, default_value = "file:/var/lib/ferrynet/cluster.json")]
     store: String,
+    /// Key prefix in etcd.
+    #[arg(long, default_value = crate::cluster::DEFAULT_PREFIX)]
+    etcd_prefix: String,
     /// The cluster-wide container range.
     #[arg(long)]
     cluster_cidr: Ipv4Net,
@@ -79,6 +83,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
     }
     let cfg = AgentConfig {
         store: a.store,
+        prefix: a.etcd_prefix,
         cluster: ClusterConfig {
             network: a.cluster_cidr.trunc(),
             subnet_len: a.subnet_len,

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::{now_secs, pick_subnet, ClusterConfig, Lease, LeaseAttrs, Snapshot, Store, StoreError};
+use super::{
+    check_config, now_secs, pick_subnet, ClusterConfig, Lease, LeaseAttrs, Snapshot, Store,
+    StoreError,
+};
 use crate::util::{read_if_exists, write_atomic, FileLock};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -158,92 +161,15 @@ impl Store for FileStore {
     }
 }
 
-fn check_config(
-    existing: ClusterConfig,
-    requested: &ClusterConfig,
-) -> Result<ClusterConfig, StoreError> {
-    if existing == *requested {
-        return Ok(existing);
-    }
-    let show = |c: &ClusterConfig| {
-        format!(
-            "--cluster-cidr {} --subnet-len {} --backend {:?}",
-            c.network, c.subnet_len, c.backend
-        )
-    };
-    Err(StoreError::ConfigMismatch {
-        existing: show(&existing),
-        requested: show(requested),
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::cluster::BackendKind;
-    use std::net::Ipv4Addr;
-
-    fn attrs(node: &str, last: u8) -> LeaseAttrs {
-        LeaseAttrs {
-            node: node.into(),
-            public_ip: Ipv4Addr::new(10, 200, 0, last),
-            backend: BackendKind::Vxlan,
-            vtep_mac: None,
-        }
-    }
-
     #[test]
-    fn lease_semantics() {
+    fn passes_the_store_conformance_suite() {
         let mut r = [0u8; 4];
         crate::util::fill_random(&mut r);
         let path =
             std::env::temp_dir().join(format!("ferrynet-store-{}.json", u32::from_ne_bytes(r)));
-        let mut s = FileStore::new(&path);
-        let cfg = ClusterConfig {
-            network: "10.244.0.0/16".parse().unwrap(),
-            subnet_len: 24,
-            backend: BackendKind::Vxlan,
-        };
-        assert_eq!(s.init_config(&cfg).unwrap(), cfg);
-        let other = ClusterConfig {
-            subnet_len: 25,
-            ..cfg
-        };
-        assert!(matches!(
-            s.init_config(&other),
-            Err(StoreError::ConfigMismatch { .. })
-        ));
-
-        let ttl = Duration::from_secs(60);
-        let a = s.acquire(&cfg, &attrs("a", 11), None, ttl).unwrap();
-        let b = s.acquire(&cfg, &attrs("b", 12), None, ttl).unwrap();
-        assert_ne!(a.subnet, b.subnet);
-        // A restarted agent gets its subnet back.
-        assert_eq!(
-            s.acquire(&cfg, &attrs("a", 11), None, ttl).unwrap().subnet,
-            a.subnet
-        );
-        let rev = s.list().unwrap().revision;
-        assert_eq!(s.list().unwrap().leases.len(), 2);
-        s.renew(&a, ttl).unwrap();
-        assert!(
-            s.wait_for_change(rev, Duration::from_millis(10))
-                .unwrap()
-                .revision
-                > rev
-        );
-        s.release(&b).unwrap();
-        assert!(matches!(s.renew(&b, ttl), Err(StoreError::LeaseLost(_))));
-        // An expired lease frees its subnet.
-        let c = s
-            .acquire(
-                &cfg,
-                &attrs("c", 13),
-                Some(b.subnet),
-                Duration::from_secs(1),
-            )
-            .unwrap();
-        assert_eq!(c.subnet, b.subnet);
+        crate::cluster::conformance::lease_semantics(&mut super::FileStore::new(&path));
         std::fs::remove_file(&path).unwrap();
         let _ = std::fs::remove_file(path.with_extension("lock"));
     }

@@ -3,6 +3,8 @@
 //! do not depend on the store: which subnets exist, which one a node gets, which leases are
 //! valid enough to route to.
 
+pub mod conformance;
+mod etcd;
 mod file;
 
 use std::net::Ipv4Addr;
@@ -11,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub use etcd::EtcdStore;
 pub use file::FileStore;
 
 use crate::netlink::Mac;
@@ -153,12 +156,44 @@ pub trait Store: Send {
         -> Result<Snapshot, StoreError>;
 }
 
-/// Opens `file:PATH` (etcd support lands with the etcd store).
-pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+pub const DEFAULT_PREFIX: &str = "/ferrynet";
+
+/// Opens `file:PATH` or `etcd://HOST:PORT[,HOST:PORT...]` (keys under `prefix`).
+pub fn open(url: &str, prefix: &str) -> Result<Box<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("file:") {
         return Ok(Box::new(FileStore::new(path)));
     }
+    if let Some(rest) = url.strip_prefix("etcd://") {
+        let endpoints: Vec<String> = rest
+            .split(',')
+            .filter(|e| !e.is_empty())
+            .map(|e| format!("http://{}", e.trim_end_matches('/')))
+            .collect();
+        if endpoints.is_empty() {
+            return Err(StoreError::BadUrl(url.to_string()));
+        }
+        return Ok(Box::new(EtcdStore::connect(&endpoints, prefix)?));
+    }
     Err(StoreError::BadUrl(url.to_string()))
+}
+
+fn check_config(
+    existing: ClusterConfig,
+    requested: &ClusterConfig,
+) -> Result<ClusterConfig, StoreError> {
+    if existing == *requested {
+        return Ok(existing);
+    }
+    let show = |c: &ClusterConfig| {
+        format!(
+            "--cluster-cidr {} --subnet-len {} --backend {:?}",
+            c.network, c.subnet_len, c.backend
+        )
+    };
+    Err(StoreError::ConfigMismatch {
+        existing: show(&existing),
+        requested: show(requested),
+    })
 }
 
 /// Picks a subnet for a node among `taken` ones (shared by every store).

@@ -1,0 +1,207 @@
+//! The etcd store against a real etcd (Debian's etcd-server), started by each test inside the
+//! test's fabric namespace with a temporary data directory, and stopped at the end.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// etcd listening on `ip`:2379 inside `ns`.
+struct Etcd<'a> {
+    ns: &'a Ns,
+    ip: Ipv4Addr,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl<'a> Etcd<'a> {
+    fn start(ns: &'a Ns, ip: Ipv4Addr) -> Etcd<'a> {
+        let dir = std::env::temp_dir().join(format!("ferrynet-etcd-{}", ns.name));
+        let mut e = Etcd {
+            ns,
+            ip,
+            dir,
+            child: None,
+        };
+        e.resume();
+        e
+    }
+
+    /// Starts (again) on the same data directory.
+    fn resume(&mut self) {
+        let url = format!("http://{}:2379", self.ip);
+        let child = self
+            .ns
+            .cmd(&["etcd", "--name", "ferrynet-test", "--data-dir"])
+            .arg(&self.dir)
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-cluster", "ferrynet-test=http://127.0.0.1:2380"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let addr = SocketAddr::from((self.ip, 2379));
+        let ns = self.ns.open();
+        assert!(
+            eventually(20, || ns
+                .run(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+                .unwrap()),
+            "etcd did not start"
+        );
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("etcd://{}:2379", self.ip)
+    }
+}
+
+impl Drop for Etcd<'_> {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn etcd_passes_the_store_conformance_suite() {
+    let ns = Ns::new("e");
+    let etcd = Etcd::start(&ns, Ipv4Addr::LOCALHOST);
+    let url = format!("http://{}:2379", etcd.ip);
+    ns.run(|| {
+        let mut store = ferrynet::cluster::EtcdStore::connect(&[url], "/ferrynet-test").unwrap();
+        ferrynet::cluster::conformance::lease_semantics(&mut store);
+    });
+}
+
+#[test]
+fn agent_fails_clearly_when_etcd_is_unreachable_at_start() {
+    let host = Host::new();
+    let out = host.try_ferrynet(&[
+        "agent",
+        "--store",
+        "etcd://127.0.0.1:1",
+        "--cluster-cidr",
+        "10.244.0.0/16",
+        "--iface",
+        "lo",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("store unreachable") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
+}
+
+fn agent(host: &Host, url: &str, node: &str) -> Child {
+    std::fs::create_dir_all(&host.state).unwrap();
+    let log = std::fs::File::create(host.state.join("agent.log")).unwrap();
+    let subnet_file = host.state.join("subnet.env");
+    let child = host
+        .ferrynet_cmd(&[
+            "agent",
+            "--store",
+            url,
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--backend",
+            "vxlan",
+            "--iface",
+            "eth0",
+            "--node-name",
+            node,
+            "--lease-ttl",
+            "30s",
+            "--subnet-file",
+            subnet_file.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(15, || subnet_file.exists()),
+        "agent {node} leased nothing"
+    );
+    child
+}
+
+fn stop(mut c: Child) {
+    unsafe {
+        libc::kill(c.id() as i32, libc::SIGTERM);
+    }
+    let _ = c.wait();
+}
+
+#[test]
+fn cluster_over_etcd_survives_an_etcd_outage() {
+    let fabric = Fabric::new();
+    fabric
+        .ns
+        .exec(&["ip", "addr", "add", "10.200.0.2/24", "dev", "fab0"]);
+    let mut etcd = Etcd::start(&fabric.ns, Ipv4Addr::new(10, 200, 0, 2));
+    let hosts: Vec<Host> = (0..2).map(|_| Host::new()).collect();
+    let mut agents = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        fabric.plug(h, &format!("10.200.0.{}", 11 + i), &format!("p{i}"));
+        agents.push(agent(h, &etcd.url(), &format!("node{i}")));
+    }
+    let conf = |h: &Host| {
+        json!({"cniVersion": "1.0.0", "name": "pods", "type": "ferrynet", "bridge": "fypods0",
+               "subnet": "auto", "subnetFile": h.state.join("subnet.env").to_string_lossy()})
+    };
+    let a = Ns::new("c");
+    let b = Ns::new("c");
+    cni_add(&hosts[0], &a, &conf(&hosts[0]));
+    let rb = cni_add(&hosts[1], &b, &conf(&hosts[1]));
+    let target = rb["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        eventually(15, || a.ping(&target)),
+        "cross-host ping over etcd-driven routes"
+    );
+    let subnet = std::fs::read_to_string(hosts[1].state.join("subnet.env")).unwrap();
+
+    // etcd goes away: existing traffic keeps flowing.
+    etcd.stop();
+    for _ in 0..5 {
+        assert!(a.ping(&target), "traffic during the outage");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // etcd comes back: the agents recover and keep their subnets.
+    etcd.resume();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(a.ping(&target));
+    assert_eq!(
+        std::fs::read_to_string(hosts[1].state.join("subnet.env")).unwrap(),
+        subnet
+    );
+    for c in agents {
+        stop(c);
+    }
+}
