@@ -4,12 +4,17 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::agent::AgentConfig;
 use crate::bridge::{AddressRequest, AttachRequest, Driver, Endpoint, RouteSpec};
+use crate::cluster::{BackendKind, ClusterConfig};
 use crate::firewall::PortMapping;
-use crate::netlink::{Handle, VethSpec};
+use crate::netlink::{Handle, Mac, VethSpec};
 use crate::netns::{self, Netns};
 use crate::network::{NetworkConfig, StateDir};
 use crate::probe::{fetch, greeting, Server};
@@ -25,6 +30,11 @@ const HOST: &str = "ferrynet-demo-host";
 const WORLD: &str = "ferrynet-demo-world";
 const C1: &str = "ferrynet-demo-c1";
 const C2: &str = "ferrynet-demo-c2";
+const HOST_B: &str = "ferrynet-demo-host-b";
+const FABRIC: &str = "ferrynet-demo-fabric";
+const C3: &str = "ferrynet-demo-c3";
+const C4: &str = "ferrynet-demo-c4";
+const ALL: [&str; 8] = [C1, C2, C3, C4, WORLD, HOST, HOST_B, FABRIC];
 const HOST_UPLINK: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 const WORLD_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
 
@@ -38,14 +48,21 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         if self.keep {
             println!(
-                "\nkept: namespaces {HOST}, {WORLD}, {C1}, {C2}; state {}",
+                "\nkept: namespaces {}; state {}",
+                ALL.join(" "),
                 self.state.display()
             );
-            println!("explore with: ip netns exec {HOST} ferrynet network inspect demo (FERRYNET_STATE_DIR={})", self.state.display());
-            println!("remove with:  for n in {HOST} {WORLD} {C1} {C2}; do ip netns del $n; done");
+            println!(
+                "explore with: ip netns exec {HOST} ferrynet network inspect demo (FERRYNET_STATE_DIR={})",
+                self.state.display()
+            );
+            println!(
+                "remove with:  for n in {}; do ip netns del $n; done",
+                ALL.join(" ")
+            );
             return;
         }
-        for n in [C1, C2, WORLD, HOST] {
+        for n in ALL {
             let _ = netns::delete_named(n);
         }
         let _ = std::fs::remove_dir_all(&self.state);
@@ -66,7 +83,7 @@ fn check(ok: bool, what: &str) -> Result<()> {
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
-    for n in [HOST, WORLD, C1, C2] {
+    for n in ALL {
         if netns::named_exists(n) {
             bail!("namespace {n} exists (a kept demo?): remove it with `ip netns del {n}`");
         }
@@ -219,7 +236,189 @@ pub fn run(a: DemoArgs) -> Result<()> {
     if !a.keep {
         host.run(|| driver.remove_network(&net))??;
     }
+    cross_host(&host, &state)?;
     println!("\nall checks passed");
+    Ok(())
+}
+
+/// Connects `host` and a second host over a fabric with the agent (VXLAN, embedded store),
+/// attaches a pod on each, and shows the cross-host path.
+fn cross_host(host_a: &Netns, state: &std::path::Path) -> Result<()> {
+    step("two hosts on a fabric (10.200.0.0/24), each running `ferrynet agent --backend vxlan --store file:...`");
+    let fabric = Netns::open(&netns::create_named(FABRIC)?)?;
+    let host_b = Netns::open(&netns::create_named(HOST_B)?)?;
+    let fab0 = fabric.run(|| -> Result<u32> {
+        let mut h = Handle::new()?;
+        h.create_bridge("fab0", 1500, Mac::from_seed("fab0"))?;
+        let l = h.link_by_name("fab0")?.context("fab0 vanished")?;
+        h.set_up(l.index)?;
+        Ok(l.index)
+    })??;
+    for (ns, ip, port) in [
+        (host_a, "10.200.0.11/24", "pa"),
+        (&host_b, "10.200.0.12/24", "pb"),
+    ] {
+        fabric.run(|| -> Result<()> {
+            let mut h = Handle::new()?;
+            h.create_veth(&VethSpec {
+                host_name: port,
+                host_mac: None,
+                peer_name: "eth0",
+                peer_netns: ns.fd(),
+                peer_mac: None,
+                mtu: 1500,
+                master: Some(fab0),
+            })?;
+            let l = h.link_by_name(port)?.context("fabric port vanished")?;
+            h.set_up(l.index)?;
+            Ok(())
+        })??;
+        ns.run(|| -> Result<()> {
+            let mut h = Handle::new()?;
+            let l = h.link_by_name("eth0")?.context("eth0 vanished")?;
+            h.add_addr(l.index, ip.parse()?)?;
+            h.set_up(l.index)?;
+            h.set_up(1)?;
+            Ok(())
+        })??;
+        println!("  {}: eth0 {ip}", ns.path().display());
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let store = state.join("cluster.json");
+    let mut agents = Vec::new();
+    for (path, node) in [
+        (host_a.path().to_path_buf(), "host-a"),
+        (host_b.path().to_path_buf(), "host-b"),
+    ] {
+        let cfg = AgentConfig {
+            store: format!("file:{}", store.display()),
+            prefix: crate::cluster::DEFAULT_PREFIX.into(),
+            cluster: ClusterConfig {
+                network: "10.244.0.0/16".parse()?,
+                subnet_len: 24,
+                backend: BackendKind::Vxlan,
+            },
+            iface: Some("eth0".into()),
+            public_ip: None,
+            node_name: node.into(),
+            lease_ttl: Duration::from_secs(60),
+            subnet_file: state.join(node).join("subnet.env"),
+            release_on_exit: true,
+            vni: 1,
+            port: 8472,
+            resync: Duration::from_secs(30),
+        };
+        let stop = stop.clone();
+        agents.push(std::thread::spawn(move || -> Result<()> {
+            Netns::open(&path)?.run(|| crate::agent::run(&cfg, &stop))??;
+            Ok(())
+        }));
+    }
+    let result = pods_across(host_a, &host_b, state);
+    stop.store(true, Ordering::SeqCst);
+    for a in agents {
+        a.join()
+            .map_err(|_| anyhow::anyhow!("agent thread panicked"))??;
+    }
+    result
+}
+
+fn read_lease(path: &std::path::Path) -> Option<(ipnet::Ipv4Net, u32)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+    Some((
+        get("FERRYNET_SUBNET=")?.parse().ok()?,
+        get("FERRYNET_MTU=")?.parse().ok()?,
+    ))
+}
+
+fn pods_across(host_a: &Netns, host_b: &Netns, state: &std::path::Path) -> Result<()> {
+    let mut pods = Vec::new();
+    for (host, node, pod) in [(host_a, "host-a", C3), (host_b, "host-b", C4)] {
+        let file = state.join(node).join("subnet.env");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (subnet, mtu) = loop {
+            if let Some(l) = read_lease(&file) {
+                break l;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the agent on {node} leased no subnet");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        println!(
+            "  {node} leased {subnet} (pod MTU {mtu}, written to {})",
+            file.display()
+        );
+        let net = NetworkConfig::new("pods", subnet, Some("fypods0"), None, mtu)?;
+        let driver = Driver::new(StateDir::new(state.join(node)));
+        let ns = Netns::open(&netns::create_named(pod)?)?;
+        let req = AttachRequest {
+            netns: ns.path().to_path_buf(),
+            container_id: pod.into(),
+            ifname: "eth0".into(),
+            address: AddressRequest::Allocate(None),
+            mac: None,
+            ports: vec![],
+            routes: vec![RouteSpec::default_route()],
+        };
+        let ep = host.run(|| driver.attach(&net, &req))??;
+        println!("  {pod} on {node}: eth0 {}", ep.ip.unwrap());
+        pods.push((ns, ep));
+    }
+
+    step("cross-host: c3 (host A) -> c4 (host B) through the VXLAN overlay");
+    let (c3, ep3) = &pods[0];
+    let (c4, ep4) = &pods[1];
+    let ip4 = ep4.ip.unwrap().addr();
+    let server = Server::start(c4, Ipv4Addr::UNSPECIFIED, 7000, "c4")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        let r = fetch(c3, ip4, 7000)?;
+        if r.is_some() || std::time::Instant::now() > deadline {
+            break r;
+        }
+    };
+    check(
+        reply == Some(greeting("c4")),
+        &format!("c3 connects to {ip4}:7000 on the other host"),
+    )?;
+    check(
+        server.peers().first() == ep3.ip.map(|n| n.addr()).as_ref(),
+        &format!(
+            "c4 sees c3's own address {} (no masquerade inside the cluster)",
+            ep3.ip.unwrap().addr()
+        ),
+    )?;
+
+    step("what carries it, on host A (ip route show proto 211 / bridge fdb / ip neigh on ferry.1)");
+    host_a.run(|| -> Result<()> {
+        let mut h = Handle::new()?;
+        let vx = h.link_by_name("ferry.1")?.context("ferry.1 missing")?;
+        for r in h
+            .routes()?
+            .iter()
+            .filter(|r| r.protocol == crate::netlink::PROTO_FERRYNET)
+        {
+            println!(
+                "  route {} via {} dev ferry.1 onlink",
+                r.dst,
+                r.gateway.map(|g| g.to_string()).unwrap_or_default()
+            );
+        }
+        for (mac, ip) in h.fdb(vx.index)? {
+            println!("  fdb   {mac} dst {ip} (host B's VTEP) permanent");
+        }
+        for n in h.neighbours(Some(vx.index))? {
+            println!(
+                "  neigh {} lladdr {} permanent",
+                n.ip,
+                n.mac.map(|m| m.to_string()).unwrap_or_default()
+            );
+        }
+        Ok(())
+    })??;
     Ok(())
 }
 
