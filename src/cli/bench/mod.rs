@@ -3,6 +3,7 @@
 //! in-process), at N containers on one bridge, without and with one published port each.
 //! Batches of A and B alternate so that the machine's drift hits both.
 
+mod cluster;
 mod cni;
 
 use std::os::fd::AsRawFd;
@@ -34,6 +35,9 @@ pub struct BenchArgs {
     /// Skip the comparison with the reference CNI plugins (the slowest part).
     #[arg(long)]
     no_reference: bool,
+    /// Only the cross-host part: throughput, convergence, agent memory.
+    #[arg(long)]
+    cluster_only: bool,
 }
 
 const BATCH: usize = 50;
@@ -112,6 +116,9 @@ fn progress(msg: &str) {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.cluster_only {
+        return cluster_table(a.quick);
+    }
     let n = if a.quick {
         100
     } else {
@@ -162,6 +169,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     print_table(&rows, n, median(&spawn));
+    cluster_table(a.quick)?;
     if let Some(p) = a.json {
         std::fs::write(&p, serde_json::to_vec_pretty(&rows)?)
             .with_context(|| format!("write {}", p.display()))?;
@@ -525,4 +533,41 @@ fn firewall_rows(runs: usize) -> Result<Vec<Row>> {
             stats: stats(&nl_del),
         },
     ])
+}
+
+fn cluster_table(quick: bool) -> Result<()> {
+    let tp = cluster::throughput()?;
+    let conv = cluster::convergence(20, if quick { 2 } else { 5 })?;
+    let (rest, loaded) = cluster::agent_rss()?;
+    println!(
+        "\n### cross-host data plane (iperf3, 3 s, Gbit/s; reference measured in the same run)\n"
+    );
+    println!("| path | streams | Gbit/s | reference | Gbit/s | ratio |");
+    println!("|---|---:|---:|---|---:|---:|");
+    for r in &tp {
+        println!(
+            "| {} | {} | {:.2} | {} | {:.2} | {:.0}% |",
+            r.path,
+            r.streams,
+            r.gbps,
+            r.reference,
+            r.reference_gbps,
+            100.0 * r.gbps / r.reference_gbps.max(1e-9)
+        );
+    }
+    let s = stats(&conv);
+    println!("\n### control plane\n");
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!(
+        "| convergence: new lease to route on each of 20 agents (file store), p50 | {:.1} ms |",
+        s.p50_ms
+    );
+    println!("| convergence p99 ({} samples) | {:.1} ms |", s.n, s.p99_ms);
+    println!("| agent RSS at rest | {:.1} MiB |", rest as f64 / 1024.0);
+    println!(
+        "| agent RSS with 1,000 peer leases programmed | {:.1} MiB |",
+        loaded as f64 / 1024.0
+    );
+    Ok(())
 }

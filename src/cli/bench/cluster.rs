@@ -1,0 +1,447 @@
+//! The cross-host numbers: TCP throughput over ferrynet's data plane as a ratio of the raw
+//! path in the same run (iperf3), convergence of a new host's subnet on 20 other agents, and
+//! the agent's resident memory at rest and with 1,000 peer leases.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::{ns_name, progress, Scenario};
+use crate::agent::AgentConfig;
+use crate::bridge::{AddressRequest, AttachRequest, Driver, RouteSpec};
+use crate::cluster::{BackendKind, ClusterConfig};
+use crate::netlink::{Handle, Mac, VethSpec, PROTO_FERRYNET};
+use crate::netns::{self, Netns};
+use crate::network::{NetworkConfig, StateDir};
+
+/// A throwaway topology: namespaces, a fabric, in-process agents; all removed on drop.
+struct Lab {
+    sc: Scenario,
+    fabric: Netns,
+    fab0: u32,
+    stop: Arc<AtomicBool>,
+    agents: Vec<std::thread::JoinHandle<()>>,
+    store: PathBuf,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Result<Lab> {
+        let dir = std::env::temp_dir().join(format!("ferrynet-bench-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut sc = Scenario {
+            names: Vec::new(),
+            state: dir.clone(),
+            run_dir: None,
+        };
+        let name = ns_name(&format!("{tag}f"));
+        let fabric = Netns::open(&netns::create_named(&name)?)?;
+        sc.names.push(name);
+        let fab0 = fabric.run(|| -> Result<u32> {
+            let mut h = Handle::new()?;
+            h.create_bridge("fab0", 1500, Mac::from_seed("fab0"))?;
+            let l = h.link_by_name("fab0")?.context("fab0")?;
+            h.set_up(l.index)?;
+            Ok(l.index)
+        })??;
+        Ok(Lab {
+            sc,
+            fabric,
+            fab0,
+            stop: Arc::new(AtomicBool::new(false)),
+            agents: Vec::new(),
+            store: dir.join("cluster.json"),
+        })
+    }
+
+    fn netns(&mut self, tag: &str) -> Result<Netns> {
+        let name = ns_name(tag);
+        let ns = Netns::open(&netns::create_named(&name)?)?;
+        self.sc.names.push(name);
+        Ok(ns)
+    }
+
+    /// A host on the fabric with `eth0` = 10.200.x.y/16.
+    fn host(&mut self, tag: &str, i: usize) -> Result<Netns> {
+        let ns = self.netns(tag)?;
+        let port = format!("p{i}");
+        let fab0 = self.fab0;
+        self.fabric.run(|| -> Result<()> {
+            let mut h = Handle::new()?;
+            h.create_veth(&VethSpec {
+                host_name: &port,
+                host_mac: None,
+                peer_name: "eth0",
+                peer_netns: ns.fd(),
+                peer_mac: None,
+                mtu: 1500,
+                master: Some(fab0),
+            })?;
+            let l = h.link_by_name(&port)?.context("port")?;
+            h.set_up(l.index)?;
+            Ok(())
+        })??;
+        let ip = Ipv4Addr::new(10, 200, (10 + i / 250) as u8, (i % 250 + 2) as u8);
+        ns.run(|| -> Result<()> {
+            let mut h = Handle::new()?;
+            let l = h.link_by_name("eth0")?.context("eth0")?;
+            h.add_addr(l.index, ipnet::Ipv4Net::new(ip, 16)?)?;
+            h.set_up(l.index)?;
+            h.set_up(1)?;
+            Ok(())
+        })??;
+        Ok(ns)
+    }
+
+    fn subnet_file(&self, node: &str) -> PathBuf {
+        self.sc.state.join(node).join("subnet.env")
+    }
+
+    fn start_agent(&mut self, host: &Netns, node: &str, backend: BackendKind) {
+        let cfg = AgentConfig {
+            store: format!("file:{}", self.store.display()),
+            prefix: crate::cluster::DEFAULT_PREFIX.into(),
+            cluster: ClusterConfig {
+                network: "10.64.0.0/10".parse().expect("valid"),
+                subnet_len: 24,
+                backend,
+            },
+            iface: Some("eth0".into()),
+            public_ip: None,
+            node_name: node.into(),
+            lease_ttl: Duration::from_secs(120),
+            subnet_file: self.subnet_file(node),
+            release_on_exit: false,
+            vni: 1,
+            port: 8472,
+            resync: Duration::from_secs(30),
+        };
+        let (stop, path) = (self.stop.clone(), host.path().to_path_buf());
+        self.agents.push(std::thread::spawn(move || {
+            if let Ok(ns) = Netns::open(&path) {
+                let _ = ns.run(|| crate::agent::run(&cfg, &stop));
+            }
+        }));
+    }
+
+    fn lease(&self, node: &str) -> Result<(ipnet::Ipv4Net, u32)> {
+        let file = self.subnet_file(node);
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+                if let (Some(s), Some(m)) = (get("FERRYNET_SUBNET="), get("FERRYNET_MTU=")) {
+                    return Ok((s.parse()?, m.parse()?));
+                }
+            }
+            if Instant::now() > end {
+                bail!("agent {node} leased nothing");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A pod on `host` in its leased subnet.
+    fn pod(&mut self, host: &Netns, node: &str, tag: &str) -> Result<(Netns, Ipv4Addr)> {
+        let (subnet, mtu) = self.lease(node)?;
+        let net = NetworkConfig::new("pods", subnet, Some("fypods0"), None, mtu)?;
+        let driver = Driver::new(StateDir::new(self.sc.state.join(node)));
+        let ns = self.netns(tag)?;
+        let req = AttachRequest {
+            netns: ns.path().to_path_buf(),
+            container_id: tag.into(),
+            ifname: "eth0".into(),
+            address: AddressRequest::Allocate(None),
+            mac: None,
+            ports: vec![],
+            routes: vec![RouteSpec::default_route()],
+        };
+        let ep = host.run(|| driver.attach(&net, &req))??;
+        Ok((ns, ep.ip.expect("allocated").addr()))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for a in self.agents.drain(..) {
+            let _ = a.join();
+        }
+    }
+}
+
+/// iperf3 for 3 s from `client` to `server_ip` (a server in `server`); Gbit/s received.
+fn iperf(server: &Netns, client: &Netns, server_ip: Ipv4Addr, streams: u32) -> Result<f64> {
+    let spawn_in = |ns: &Netns, args: &[String]| -> Result<Child> {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", ns.path().display()))
+            .arg("iperf3")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        cmd.spawn().context("run iperf3 (apt-get install iperf3)")
+    };
+    let mut srv = spawn_in(
+        server,
+        &["-s".into(), "-1".into(), "-B".into(), server_ip.to_string()],
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let args: Vec<String> = [
+        "-c",
+        &server_ip.to_string(),
+        "-t",
+        "3",
+        "-J",
+        "-P",
+        &streams.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = spawn_in(client, &args)?.wait_with_output()?;
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 output")?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3 reported no throughput")?;
+    Ok(bps / 1e9)
+}
+
+pub struct ThroughputRow {
+    pub path: String,
+    pub streams: u32,
+    pub gbps: f64,
+    pub reference: String,
+    pub reference_gbps: f64,
+}
+
+/// Same-host pod to pod vs a raw veth pair; cross-host host-gw and vxlan vs the raw underlay.
+pub fn throughput() -> Result<Vec<ThroughputRow>> {
+    progress("throughput: raw veth pair, same-host pods, raw underlay, host-gw and vxlan pods");
+    let mut rows = Vec::new();
+    // A raw veth pair between two namespaces.
+    let mut lab = Lab::new("tp")?;
+    let (a, b) = (lab.netns("tpva")?, lab.netns("tpvb")?);
+    a.run(|| -> Result<()> {
+        let mut h = Handle::new()?;
+        h.create_veth(&VethSpec {
+            host_name: "v0",
+            host_mac: None,
+            peer_name: "v1",
+            peer_netns: b.fd(),
+            peer_mac: None,
+            mtu: 1500,
+            master: None,
+        })?;
+        let l = h.link_by_name("v0")?.context("v0")?;
+        h.add_addr(l.index, "10.199.0.1/24".parse()?)?;
+        h.set_up(l.index)?;
+        h.set_up(1)?;
+        Ok(())
+    })??;
+    b.run(|| -> Result<()> {
+        let mut h = Handle::new()?;
+        let l = h.link_by_name("v1")?.context("v1")?;
+        h.add_addr(l.index, "10.199.0.2/24".parse()?)?;
+        h.set_up(l.index)?;
+        h.set_up(1)?;
+        Ok(())
+    })??;
+    for backend in [BackendKind::HostGw, BackendKind::Vxlan] {
+        let tag = if backend == BackendKind::HostGw {
+            "hg"
+        } else {
+            "vx"
+        };
+        let mut lab2 = Lab::new(tag)?;
+        let ha = lab2.host(&format!("{tag}a"), 1)?;
+        let hb = lab2.host(&format!("{tag}b"), 2)?;
+        lab2.start_agent(&ha, "a", backend);
+        lab2.start_agent(&hb, "b", backend);
+        let (pa, _) = lab2.pod(&ha, "a", &format!("{tag}pa"))?;
+        let (pa2, ipa2) = lab2.pod(&ha, "a", &format!("{tag}pa2"))?;
+        let (pb, ipb) = lab2.pod(&hb, "b", &format!("{tag}pb"))?;
+        // Wait until host A routes to host B's pods.
+        let end = Instant::now() + Duration::from_secs(10);
+        let routed = || {
+            ha.run(|| Handle::new().and_then(|mut h| h.routes()))
+                .ok()
+                .and_then(|r| r.ok())
+                .is_some_and(|rs| {
+                    rs.iter()
+                        .any(|r| r.protocol == PROTO_FERRYNET && r.dst.contains(&ipb))
+                })
+        };
+        while !routed() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let underlay_b = Ipv4Addr::new(10, 200, 10, 4);
+        for streams in [1, 4] {
+            let raw = iperf(&hb, &ha, underlay_b, streams)?;
+            let over = iperf(&pb, &pa, ipb, streams)?;
+            rows.push(ThroughputRow {
+                path: format!(
+                    "cross-host pod to pod, {}",
+                    if tag == "hg" { "host-gw" } else { "vxlan" }
+                ),
+                streams,
+                gbps: over,
+                reference: "raw underlay (host to host)".into(),
+                reference_gbps: raw,
+            });
+            if backend == BackendKind::HostGw {
+                let veth = iperf(&b, &a, "10.199.0.2".parse()?, streams)?;
+                let same = iperf(&pa2, &pa, ipa2, streams)?;
+                rows.push(ThroughputRow {
+                    path: "same-host pod to pod (bridge)".into(),
+                    streams,
+                    gbps: same,
+                    reference: "raw veth pair".into(),
+                    reference_gbps: veth,
+                });
+            }
+        }
+    }
+    drop(lab);
+    Ok(rows)
+}
+
+/// Convergence: 20 agents run; new hosts join one at a time; for each, the time from its
+/// lease being written to its route on every other agent's host.
+pub fn convergence(agents: usize, joins: usize) -> Result<Vec<Duration>> {
+    progress(&format!(
+        "convergence: {agents} agents, {joins} hosts joining"
+    ));
+    let mut lab = Lab::new("cv")?;
+    let mut hosts = Vec::new();
+    for i in 0..agents {
+        let h = lab.host(&format!("cv{i}"), i + 1)?;
+        lab.start_agent(&h, &format!("n{i}"), BackendKind::Vxlan);
+        hosts.push(h);
+    }
+    for i in 0..agents {
+        lab.lease(&format!("n{i}"))?;
+    }
+    let mut handles: Vec<Handle> = hosts
+        .iter()
+        .map(|h| h.run(Handle::new))
+        .collect::<Result<Result<Vec<_>, _>, _>>()??;
+    let mut samples = Vec::new();
+    for j in 0..joins {
+        let node = format!("j{j}");
+        let h = lab.host(&format!("cvj{j}"), agents + j + 1)?;
+        lab.start_agent(&h, &node, BackendKind::Vxlan);
+        let (subnet, _) = lab.lease(&node)?;
+        let t0 = Instant::now();
+        let mut pending: Vec<usize> = (0..agents).collect();
+        let end = t0 + Duration::from_secs(20);
+        while !pending.is_empty() && Instant::now() < end {
+            pending.retain(|&i| {
+                let has = handles[i]
+                    .routes()
+                    .map(|rs| {
+                        rs.iter()
+                            .any(|r| r.protocol == PROTO_FERRYNET && r.dst == subnet)
+                    })
+                    .unwrap_or(false);
+                if has {
+                    samples.push(t0.elapsed());
+                }
+                !has
+            });
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if !pending.is_empty() {
+            bail!("{} agents never routed {subnet}", pending.len());
+        }
+    }
+    Ok(samples)
+}
+
+/// The agent as a process: resident memory at rest (no peers) and with 1,000 peer leases.
+pub fn agent_rss() -> Result<(u64, u64)> {
+    progress("agent memory: at rest and with 1,000 peer leases");
+    let mut lab = Lab::new("rss")?;
+    let h = lab.host("rssh", 1)?;
+    let exe = std::env::current_exe()?;
+    let store = lab.store.clone();
+    let run = |store: &Path| -> Result<Child> {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", h.path().display()))
+            .arg(&exe)
+            .args(["agent", "--store", &format!("file:{}", store.display())])
+            .args([
+                "--cluster-cidr",
+                "10.64.0.0/10",
+                "--backend",
+                "vxlan",
+                "--iface",
+                "eth0",
+            ])
+            .args(["--node-name", "rss", "--subnet-file"])
+            .arg(lab.subnet_file("rss"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Ok(cmd.spawn()?)
+    };
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let mut child = run(&store)?;
+    lab.lease("rss")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let at_rest = rss(child.id());
+    // 1,000 peers appear in the store.
+    let mut s = crate::cluster::FileStore::new(&store);
+    use crate::cluster::Store;
+    let cfg = ClusterConfig {
+        network: "10.64.0.0/10".parse()?,
+        subnet_len: 24,
+        backend: BackendKind::Vxlan,
+    };
+    for i in 0..1000u32 {
+        let attrs = crate::cluster::LeaseAttrs {
+            node: format!("peer{i}"),
+            public_ip: Ipv4Addr::new(10, 201, (i / 250) as u8, (i % 250 + 1) as u8),
+            backend: BackendKind::Vxlan,
+            vtep_mac: Some(Mac::from_seed(&format!("peer{i}"))),
+        };
+        s.acquire(&cfg, &attrs, None, Duration::from_secs(600))?;
+    }
+    let vx = h.run(|| -> Result<u32> {
+        Ok(Handle::new()?
+            .link_by_name("ferry.1")?
+            .context("ferry.1")?
+            .index)
+    })??;
+    let end = Instant::now() + Duration::from_secs(60);
+    while h.run(|| {
+        Handle::new()
+            .and_then(|mut hd| hd.fdb(vx))
+            .map(|f| f.len())
+            .unwrap_or(0)
+    })? < 1000
+    {
+        if Instant::now() > end {
+            bail!("the agent did not program 1,000 peers");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let loaded = rss(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok((at_rest, loaded))
+}
