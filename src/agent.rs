@@ -39,6 +39,7 @@ pub struct AgentConfig {
     pub store: String,
     /// Key prefix in etcd.
     pub prefix: String,
+    pub etcd_tls: Option<cluster::EtcdTls>,
     pub cluster: ClusterConfig,
     pub iface: Option<String>,
     pub public_ip: Option<Ipv4Addr>,
@@ -125,7 +126,7 @@ fn write_subnet_file(cfg: &AgentConfig, lease: &Lease, mtu: u32) -> Result<(), A
 
 /// The agent's loop; returns when `stop` is set (SIGTERM), or on an error at start.
 pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
-    let mut store = cluster::open(&cfg.store, &cfg.prefix)?;
+    let mut store = cluster::open(&cfg.store, &cfg.prefix, cfg.etcd_tls.as_ref())?;
     cfg.cluster
         .validate()
         .map_err(|e| AgentError::Uplink(format!("invalid cluster configuration: {e}")))?;

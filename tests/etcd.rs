@@ -88,7 +88,8 @@ fn etcd_passes_the_store_conformance_suite() {
     let etcd = Etcd::start(&ns, Ipv4Addr::LOCALHOST);
     let url = format!("http://{}:2379", etcd.ip);
     ns.run(|| {
-        let mut store = ferrynet::cluster::EtcdStore::connect(&[url], "/ferrynet-test").unwrap();
+        let mut store =
+            ferrynet::cluster::EtcdStore::connect(&[url], "/ferrynet-test", None).unwrap();
         ferrynet::cluster::conformance::lease_semantics(&mut store);
     });
 }
@@ -204,4 +205,88 @@ fn cluster_over_etcd_survives_an_etcd_outage() {
     for c in agents {
         stop(c);
     }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn make_certs(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = r#"set -e
+cd "$1"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=ferrynet-test-ca -keyout ca.key -out ca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=etcd -keyout server.key -out server.csr 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext -out server.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=ferrynet-agent -keyout client.key -out client.csr 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\n' > client.ext
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile client.ext -out client.pem 2>/dev/null
+"#;
+    ok(std::process::Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(dir));
+}
+
+#[test]
+fn etcd_over_tls_with_client_certificates() {
+    let ns = Ns::new("e");
+    let dir = std::env::temp_dir().join(format!("ferrynet-etcd-tls-{}", ns.name));
+    make_certs(&dir);
+    let data = dir.join("data");
+    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let mut child = ns
+        .cmd(&[
+            "etcd",
+            "--name",
+            "tls",
+            "--data-dir",
+            &data.to_string_lossy(),
+        ])
+        .args([
+            "--listen-client-urls",
+            "https://127.0.0.1:2379",
+            "--advertise-client-urls",
+            "https://127.0.0.1:2379",
+        ])
+        .args([
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+        ])
+        .args(["--initial-cluster", "tls=http://127.0.0.1:2380"])
+        .args([
+            "--cert-file",
+            &p("server.pem"),
+            "--key-file",
+            &p("server.key"),
+        ])
+        .args(["--trusted-ca-file", &p("ca.pem"), "--client-cert-auth"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let netns = ns.open();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 2379));
+    assert!(eventually(20, || netns
+        .run(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+        .unwrap()));
+    let tls = ferrynet::cluster::EtcdTls {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("client.pem"),
+        key: dir.join("client.key"),
+    };
+    let result = netns.run(|| {
+        // With the client certificate: the full lease semantics.
+        let url = "https://127.0.0.1:2379".to_string();
+        let mut store =
+            ferrynet::cluster::EtcdStore::connect(&[url.clone()], "/tls", Some(&tls)).unwrap();
+        ferrynet::cluster::conformance::lease_semantics(&mut store);
+        // Without TLS, etcd does not answer.
+        let plain =
+            ferrynet::cluster::EtcdStore::connect(&["http://127.0.0.1:2379".into()], "/tls", None);
+        assert!(plain.is_err(), "plain HTTP must fail against a TLS etcd");
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result.unwrap();
 }

@@ -20,6 +20,15 @@ pub struct AgentArgs {
     /// Key prefix in etcd.
     #[arg(long, default_value = crate::cluster::DEFAULT_PREFIX)]
     etcd_prefix: String,
+    /// TLS to etcd: the CA certificate (PEM) that signed etcd's certificate.
+    #[arg(long, requires_all = ["etcd_cert", "etcd_key"])]
+    etcd_cacert: Option<PathBuf>,
+    /// This agent's client certificate (PEM).
+    #[arg(long, requires_all = ["etcd_cacert", "etcd_key"])]
+    etcd_cert: Option<PathBuf>,
+    /// This agent's client key (PEM).
+    #[arg(long, requires_all = ["etcd_cacert", "etcd_cert"])]
+    etcd_key: Option<PathBuf>,
     /// The cluster-wide container range.
     #[arg(long)]
     cluster_cidr: Ipv4Net,
@@ -84,6 +93,10 @@ pub fn run(a: AgentArgs) -> Result<()> {
     let cfg = AgentConfig {
         store: a.store,
         prefix: a.etcd_prefix,
+        etcd_tls: match (a.etcd_cacert, a.etcd_cert, a.etcd_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(crate::cluster::EtcdTls { ca, cert, key }),
+            _ => None,
+        },
         cluster: ClusterConfig {
             network: a.cluster_cidr.trunc(),
             subnet_len: a.subnet_len,

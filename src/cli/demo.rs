@@ -294,6 +294,7 @@ fn cross_host(host_a: &Netns, state: &std::path::Path) -> Result<()> {
         let cfg = AgentConfig {
             store: format!("file:{}", store.display()),
             prefix: crate::cluster::DEFAULT_PREFIX.into(),
+            etcd_tls: None,
             cluster: ClusterConfig {
                 network: "10.244.0.0/16".parse()?,
                 subnet_len: 24,

@@ -7,13 +7,35 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use ipnet::Ipv4Net;
 
 use super::{now_secs, pick_subnet, ClusterConfig, Lease, LeaseAttrs, Snapshot, Store, StoreError};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Client TLS for etcd: the CA that signed etcd's certificate, and this agent's certificate
+/// and key (PEM files).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl EtcdTls {
+    fn options(&self) -> Result<TlsOptions, StoreError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p)
+                .map_err(|e| StoreError::Unreachable(format!("etcd TLS file {}: {e}", p.display())))
+        };
+        Ok(TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(read(&self.ca)?))
+            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?)))
+    }
+}
 
 pub struct EtcdStore {
     rt: tokio::runtime::Runtime,
@@ -29,16 +51,23 @@ fn unreachable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl EtcdStore {
-    /// Connects to `endpoints` (host:port, comma separated in the URL); fails clearly if none
-    /// answers within a few seconds.
-    pub fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore, StoreError> {
+    /// Connects to `endpoints` (URLs); fails clearly if none answers within a few seconds.
+    /// With `tls`, the connection is TLS with the given CA and client certificate.
+    pub fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        tls: Option<&EtcdTls>,
+    ) -> Result<EtcdStore, StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(unreachable)?;
-        let opts = ConnectOptions::new()
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(OP_TIMEOUT);
+        if let Some(tls) = tls {
+            opts = opts.with_tls(tls.options()?);
+        }
         let client = rt
             .block_on(async {
                 let mut c = Client::connect(endpoints, Some(opts)).await?;

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, EtcdTls};
 pub use file::FileStore;
 
 use crate::netlink::Mac;
@@ -158,8 +158,9 @@ pub trait Store: Send {
 
 pub const DEFAULT_PREFIX: &str = "/ferrynet";
 
-/// Opens `file:PATH` or `etcd://HOST:PORT[,HOST:PORT...]` (keys under `prefix`).
-pub fn open(url: &str, prefix: &str) -> Result<Box<dyn Store>, StoreError> {
+/// Opens `file:PATH` or `etcd://HOST:PORT[,HOST:PORT...]` (keys under `prefix`; over TLS
+/// when `tls` is given).
+pub fn open(url: &str, prefix: &str, tls: Option<&EtcdTls>) -> Result<Box<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("file:") {
         return Ok(Box::new(FileStore::new(path)));
     }
@@ -167,12 +168,15 @@ pub fn open(url: &str, prefix: &str) -> Result<Box<dyn Store>, StoreError> {
         let endpoints: Vec<String> = rest
             .split(',')
             .filter(|e| !e.is_empty())
-            .map(|e| format!("http://{}", e.trim_end_matches('/')))
+            .map(|e| {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", e.trim_end_matches('/'))
+            })
             .collect();
         if endpoints.is_empty() {
             return Err(StoreError::BadUrl(url.to_string()));
         }
-        return Ok(Box::new(EtcdStore::connect(&endpoints, prefix)?));
+        return Ok(Box::new(EtcdStore::connect(&endpoints, prefix, tls)?));
     }
     Err(StoreError::BadUrl(url.to_string()))
 }

@@ -105,6 +105,7 @@ impl Lab {
         let cfg = AgentConfig {
             store: format!("file:{}", self.store.display()),
             prefix: crate::cluster::DEFAULT_PREFIX.into(),
+            etcd_tls: None,
             cluster: ClusterConfig {
                 network: "10.64.0.0/10".parse().expect("valid"),
                 subnet_len: 24,
