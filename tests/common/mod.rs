@@ -340,3 +340,41 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// `ping -i INTERVAL` running in the background; `stop` returns (sent, received).
+pub struct ContinuousPing {
+    child: std::process::Child,
+}
+
+impl ContinuousPing {
+    pub fn start(ns: &Ns, target: &str, interval: &str) -> ContinuousPing {
+        let child = ns
+            .cmd(&["ping", "-i", interval, "-W", "1", "-q", target])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        ContinuousPing { child }
+    }
+
+    pub fn stop(self) -> (u64, u64) {
+        // SIGINT makes ping print its summary.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        let out = self.child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("transmitted"))
+            .unwrap_or_default();
+        let num = |word: &str| -> u64 {
+            line.split(',')
+                .find(|p| p.contains(word))
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        (num("transmitted"), num("received"))
+    }
+}
