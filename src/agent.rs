@@ -12,6 +12,7 @@ use ipnet::Ipv4Net;
 use crate::backend::{Dataplane, Local, Peer};
 use crate::cluster::{self, ClusterConfig, Lease, LeaseAttrs, Store, StoreError};
 use crate::firewall::{Firewall, FirewallError};
+use crate::metrics::Metrics;
 use crate::netlink::{Handle, Mac, NetlinkError};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,8 @@ pub struct AgentConfig {
     pub port: u16,
     /// Full reconcile even without a change in the store.
     pub resync: Duration,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn log(msg: &str) {
@@ -171,6 +174,20 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     Firewall::open()?.ensure_cluster_range(cluster.network)?;
     write_subnet_file(cfg, &lease, dataplane.mtu())?;
 
+    let metrics = std::sync::Arc::new(Metrics::default());
+    metrics.store_up.store(1, Ordering::Relaxed);
+    if let Ok(mut s) = metrics.subnet.lock() {
+        *s = lease.subnet.to_string();
+    }
+    if let Some(addr) = cfg.metrics {
+        let bound =
+            crate::metrics::serve(addr, metrics.clone()).map_err(|source| AgentError::Io {
+                path: format!("metrics listener {addr}").into(),
+                source,
+            })?;
+        log(&format!("metrics on http://{bound}/metrics"));
+    }
+
     let renew_every = cfg.lease_ttl / 3;
     let mut renew_at = Instant::now() + renew_every;
     let mut resync_at = Instant::now();
@@ -183,6 +200,7 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             Duration::from_millis(500).min(renew_at.saturating_duration_since(Instant::now()));
         let snapshot = match store.wait_for_change(revision, wait) {
             Ok(s) => {
+                metrics.store_up.store(1, Ordering::Relaxed);
                 if !store_ok {
                     log("store reachable again");
                     store_ok = true;
@@ -205,6 +223,7 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         if Instant::now() >= renew_at {
             match renew_or_reacquire(&mut *store, &cluster, &attrs, &lease, cfg.lease_ttl) {
                 Ok(l) => {
+                    metrics.lease_renewals.fetch_add(1, Ordering::Relaxed);
                     if l.subnet != lease.subnet {
                         log(&format!("lease lost; now holding {}", l.subnet));
                     }
@@ -220,6 +239,19 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         let peers = peers_of(&cluster, &lease, &snapshot.leases);
         match dataplane.reconcile(&mut h, &peers) {
             Ok(report) => {
+                metrics.reconciles.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .peers_vxlan
+                    .store(report.vxlan_peers as u64, Ordering::Relaxed);
+                metrics
+                    .peers_direct
+                    .store(report.direct_peers as u64, Ordering::Relaxed);
+                metrics
+                    .peers_refused
+                    .store(report.refused.len() as u64, Ordering::Relaxed);
+                metrics
+                    .dataplane_changes
+                    .fetch_add(report.changes as u64, Ordering::Relaxed);
                 revision = snapshot.revision;
                 resync_at = Instant::now() + cfg.resync;
                 if report.changes > 0 {
@@ -239,6 +271,7 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                 }
             }
             Err(e) => {
+                metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
                 log(&format!("reconcile failed: {e}; full resync next round"));
                 revision = u64::MAX;
                 h = Handle::new()?;

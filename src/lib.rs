@@ -9,6 +9,7 @@ pub mod cni;
 pub mod failpoint;
 pub mod firewall;
 pub mod ipam;
+pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod network;

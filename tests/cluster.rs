@@ -323,7 +323,18 @@ fn routed_cluster(backend: &str) -> (Cluster, Fabric, Ns) {
         };
         f.plug(h, &ip, &format!("p{i}"));
         h.ns.exec(&["ip", "route", "add", "default", "via", gw]);
-        agents.push(Agent::start(h, &store, backend, &format!("node{i}"), &[]));
+        let metrics: &[&str] = if i == 0 {
+            &["--metrics", "127.0.0.1:9105"]
+        } else {
+            &[]
+        };
+        agents.push(Agent::start(
+            h,
+            &store,
+            backend,
+            &format!("node{i}"),
+            metrics,
+        ));
     }
     let c = Cluster {
         hosts,
@@ -380,6 +391,21 @@ fn host_gw_refuses_peers_behind_a_router() {
         "{log}"
     );
     assert!(!pods[0].0.ping(&pods[2].1.to_string()));
+    // ... and counted in the metrics.
+    let metrics = c.hosts[0].ns.run(|| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9105").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    assert!(metrics.contains("ferrynet_peers_refused 1"), "{metrics}");
+    assert!(
+        metrics.contains("ferrynet_peers{path=\"direct\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ferrynet_store_up 1"), "{metrics}");
 }
 
 #[test]

@@ -59,6 +59,9 @@ pub struct AgentArgs {
     vni: u32,
     #[arg(long, default_value_t = 8472)]
     vxlan_port: u16,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9105).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -111,6 +114,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
         vni: a.vni,
         port: a.vxlan_port,
         resync: Duration::from_secs(30),
+        metrics: a.metrics,
     };
     agent::run(&cfg, &STOP)?;
     Ok(())

@@ -309,6 +309,7 @@ fn cross_host(host_a: &Netns, state: &std::path::Path) -> Result<()> {
             vni: 1,
             port: 8472,
             resync: Duration::from_secs(30),
+            metrics: None,
         };
         let stop = stop.clone();
         agents.push(std::thread::spawn(move || -> Result<()> {

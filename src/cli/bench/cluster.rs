@@ -120,6 +120,7 @@ impl Lab {
             vni: 1,
             port: 8472,
             resync: Duration::from_secs(30),
+            metrics: None,
         };
         let (stop, path) = (self.stop.clone(), host.path().to_path_buf());
         self.agents.push(std::thread::spawn(move || {
