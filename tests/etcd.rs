@@ -279,7 +279,8 @@ fn etcd_over_tls_with_client_certificates() {
         // With the client certificate: the full lease semantics.
         let url = "https://127.0.0.1:2379".to_string();
         let mut store =
-            ferrynet::cluster::EtcdStore::connect(&[url.clone()], "/tls", Some(&tls)).unwrap();
+            ferrynet::cluster::EtcdStore::connect(std::slice::from_ref(&url), "/tls", Some(&tls))
+                .unwrap();
         ferrynet::cluster::conformance::lease_semantics(&mut store);
         // Without TLS, etcd does not answer.
         let plain =
