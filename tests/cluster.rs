@@ -219,17 +219,22 @@ fn a_departed_host_is_unrouted_and_a_new_one_routed() {
     let gone = leased_subnet(&c.hosts[1]);
     let routes = |h: &Host| h.ns.exec(&["ip", "route", "show", "proto", "211"]);
     assert!(eventually(10, || routes(&c.hosts[0]).contains(&gone)));
-    // Host 1 leaves with --release-on-exit semantics: stop it and delete its lease.
+    // Host 1 leaves gracefully with --release-on-exit: its lease goes with it.
     c.agents[1].stop();
-    let store = std::fs::read_to_string(&c.store).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&store).unwrap();
-    let key = gone.replace('/', "-");
-    v["subnets"]
-        .as_object_mut()
-        .unwrap()
-        .retain(|k, _| *k != key);
-    v["revision"] = json!(v["revision"].as_u64().unwrap() + 1);
-    std::fs::write(&c.store, v.to_string()).unwrap();
+    // (Its subnet file goes too, so that start() waits for the restarted agent's lease.)
+    std::fs::remove_file(subnet_file(&c.hosts[1])).unwrap();
+    let store = c.store.clone();
+    c.agents[1] = Agent::start(
+        &c.hosts[1],
+        &store,
+        "vxlan",
+        "node1",
+        &["--release-on-exit"],
+    );
+    assert_eq!(leased_subnet(&c.hosts[1]), gone);
+    c.agents[1].stop();
+    let leases = std::fs::read_to_string(&c.store).unwrap();
+    assert!(!leases.contains(&gone.replace('/', "-")), "{leases}");
     assert!(
         eventually(10, || !routes(&c.hosts[0]).contains(&gone)),
         "route to the departed host's subnet is gone: {}",

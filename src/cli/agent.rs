@@ -14,9 +14,9 @@ use crate::cluster::{BackendKind, ClusterConfig};
 #[derive(clap::Args)]
 pub struct AgentArgs {
     /// Where leases live: etcd://HOST:PORT[,HOST:PORT...], or file:PATH (embedded, for hosts
-    /// sharing a filesystem).
-    #[arg(long, default_value = "file:/var/lib/ferrynet/cluster.json")]
-    store: String,
+    /// sharing a filesystem) [default: file:STATE_DIR/cluster.json].
+    #[arg(long)]
+    store: Option<String>,
     /// Key prefix in etcd.
     #[arg(long, default_value = crate::cluster::DEFAULT_PREFIX)]
     etcd_prefix: String,
@@ -49,9 +49,10 @@ pub struct AgentArgs {
     /// Seconds (or Ns, Nm) before a silent host's subnet is freed.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     lease_ttl: Duration,
-    /// Where the CNI plugin's "subnet": "auto" reads this host's lease.
-    #[arg(long, default_value = "/run/ferrynet/subnet.env")]
-    subnet_file: PathBuf,
+    /// Where the CNI plugin's "subnet": "auto" reads this host's lease
+    /// [default: RUN_DIR/subnet.env, i.e. /run/ferrynet/subnet.env].
+    #[arg(long)]
+    subnet_file: Option<PathBuf>,
     /// Give the subnet back on SIGTERM (otherwise it is kept for a restart).
     #[arg(long)]
     release_on_exit: bool,
@@ -86,7 +87,7 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-pub fn run(a: AgentArgs) -> Result<()> {
+pub fn run(a: AgentArgs, state: &crate::network::StateDir) -> Result<()> {
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic.
         unsafe {
@@ -94,7 +95,9 @@ pub fn run(a: AgentArgs) -> Result<()> {
         }
     }
     let cfg = AgentConfig {
-        store: a.store,
+        store: a
+            .store
+            .unwrap_or_else(|| format!("file:{}", state.root().join("cluster.json").display())),
         prefix: a.etcd_prefix,
         etcd_tls: match (a.etcd_cacert, a.etcd_cert, a.etcd_key) {
             (Some(ca), Some(cert), Some(key)) => Some(crate::cluster::EtcdTls { ca, cert, key }),
@@ -109,7 +112,9 @@ pub fn run(a: AgentArgs) -> Result<()> {
         public_ip: a.public_ip,
         node_name: a.node_name.unwrap_or_else(hostname),
         lease_ttl: a.lease_ttl.max(Duration::from_secs(3)),
-        subnet_file: a.subnet_file,
+        subnet_file: a
+            .subnet_file
+            .unwrap_or_else(|| state.run_dir().join("subnet.env")),
         release_on_exit: a.release_on_exit,
         vni: a.vni,
         port: a.vxlan_port,

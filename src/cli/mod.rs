@@ -106,7 +106,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(&state, a),
         Command::Demo(a) => demo::run(a).map(|_| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).map(|_| ExitCode::SUCCESS),
-        Command::Agent(a) => agent::run(a).map(|_| ExitCode::SUCCESS),
+        Command::Agent(a) => agent::run(a, &state).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

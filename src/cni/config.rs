@@ -13,7 +13,6 @@ use crate::firewall::{PortMapping, Protocol};
 use crate::netlink::Mac;
 
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
-pub const DEFAULT_SUBNET_FILE: &str = "/run/ferrynet/subnet.env";
 pub const DEFAULT_BRIDGE: &str = "ferry0";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,11 +339,8 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
             .string("logFile")?
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
-        subnet_file: k
-            .string("subnetFile")?
-            .filter(|s| !s.is_empty())
-            .unwrap_or(DEFAULT_SUBNET_FILE)
-            .into(),
+        // Empty: resolved by the caller to RUN_DIR/subnet.env, where the agent writes it.
+        subnet_file: k.string("subnetFile")?.unwrap_or_default().into(),
         port_mappings,
         ips,
         mac,

@@ -138,7 +138,7 @@ fn run(command: &str, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         )));
     }
     let env = read_env(command)?;
-    let conf = config::parse(stdin)?;
+    let mut conf = config::parse(stdin)?;
     let state = match &conf.state_dir {
         // FERRYNET_STATE_DIR wins over the configuration's stateDir.
         Some(dir) if std::env::var_os("FERRYNET_STATE_DIR").is_none() => StateDir::resolve(
@@ -147,6 +147,9 @@ fn run(command: &str, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         ),
         _ => StateDir::from_env(),
     };
+    if conf.subnet_file.as_os_str().is_empty() {
+        conf.subnet_file = state.run_dir().join("subnet.env");
+    }
     let driver = Driver::new(state);
     match command {
         "ADD" => add(&driver, &env, &conf, stdin).map(Some),
