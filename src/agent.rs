@@ -122,7 +122,7 @@ fn write_subnet_file(cfg: &AgentConfig, lease: &Lease, mtu: u32) -> Result<(), A
         source,
     };
     if let Some(dir) = cfg.subnet_file.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::util::ensure_dir(dir).map_err(io)?;
     }
     crate::util::write_atomic(&cfg.subnet_file, text.as_bytes()).map_err(io)
 }

@@ -594,6 +594,7 @@ impl Driver {
     ) -> Result<GcReport, DriverError> {
         let mut report = GcReport::default();
         let mut kept = Vec::new();
+        failpoint::hit("gc.start")?;
         for ep in self.endpoints(&net.name)? {
             if keep(&ep.container_id, &ep.ifname) {
                 kept.push(ep);
@@ -604,6 +605,7 @@ impl Driver {
                     .push(endpoint_key(&ep.container_id, &ep.ifname));
             }
         }
+        failpoint::hit("gc.endpoints")?;
         report.addresses = self.ipam(net).gc(|key| {
             key.split_once(':')
                 .is_some_and(|(cid, ifname)| keep(cid, ifname))
@@ -619,6 +621,7 @@ impl Driver {
                 }
             }
         }
+        failpoint::hit("gc.veths")?;
         let mut fw = Firewall::open()?;
         for (port, ip) in fw.ports()? {
             let owned = kept

@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub fn fill_random(buf: &mut [u8]) {
@@ -33,13 +33,15 @@ pub fn fnv1a64(data: &[u8]) -> u64 {
     h
 }
 
-/// Creates a directory tree readable by root only.
+/// Creates a directory tree readable by root only (every directory it creates is 0700).
 pub fn ensure_dir(path: &Path) -> io::Result<()> {
     if path.is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }
 
 fn temp_path(path: &Path) -> PathBuf {

@@ -1,0 +1,177 @@
+//! Hundreds of CNI ADD/DEL/GC calls, each with a random crash (abort) or error injected at a
+//! random step, then a final DEL and GC: nothing may leak, the state must still parse, and
+//! the next ADD must work. Needs `--features failpoints`.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+use common::*;
+use serde_json::{json, Value};
+
+const STEPS: &[&str] = &[
+    "attach.allocated",
+    "attach.recorded",
+    "attach.veth",
+    "attach.container",
+    "attach.host",
+    "attach.ports",
+    "detach.ports",
+    "detach.veth",
+    "gc.start",
+    "gc.endpoints",
+    "gc.veths",
+];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn call(host: &Host, command: &str, c: &Ns, conf: &Value, failpoint: Option<String>) -> Output {
+    let mut cmd = host.ns.cmd(&[BIN]);
+    cmd.env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", &c.name)
+        .env("CNI_NETNS", c.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .env("FERRYNET_STATE_DIR", &host.state)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(f) = failpoint {
+        cmd.env("FERRYNET_FAILPOINT", f);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn five_hundred_cycles_with_random_crashes_leak_nothing() {
+    let host = Host::new();
+    let containers: Vec<Ns> = (0..6).map(|_| Ns::new("c")).collect();
+    let conf = |port: u64| {
+        json!({"cniVersion": "1.1.0", "name": "torture", "type": "ferrynet", "bridge": "fytort0",
+               "subnet": "10.71.0.0/24",
+               "runtimeConfig": {"portMappings": [{"hostPort": 30000 + port, "containerPort": 80}]}})
+    };
+    let mut rng = Rng(std::process::id() as u64 ^ 0x5eed);
+    let (mut crashed, mut failed) = (0, 0);
+    for round in 0..500u64 {
+        let i = rng.next(containers.len() as u64) as usize;
+        let c = &containers[i];
+        let failpoint = match rng.next(3) {
+            0 => None,
+            1 => Some(STEPS[rng.next(STEPS.len() as u64) as usize].to_string()),
+            _ => Some(format!(
+                "{}:error",
+                STEPS[rng.next(STEPS.len() as u64) as usize]
+            )),
+        };
+        let command = match rng.next(10) {
+            0..=4 => "ADD",
+            5..=8 => "DEL",
+            _ => "GC",
+        };
+        let mut conf = conf(i as u64);
+        if command == "GC" {
+            let keep: Vec<Value> = containers
+                .iter()
+                .filter(|_| rng.next(2) == 0)
+                .map(|c| json!({"containerID": c.name, "ifname": "eth0"}))
+                .collect();
+            conf["cni.dev/valid-attachments"] = json!(keep);
+        }
+        let out = call(&host, command, c, &conf, failpoint);
+        if !out.status.success() {
+            if out.status.code().is_none() {
+                crashed += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        let _ = round;
+    }
+    assert!(
+        crashed > 20 && failed > 20,
+        "the torture hit its failpoints ({crashed} crashes, {failed} errors)"
+    );
+    // Clean up as a runtime would, with no failpoint: DEL every container, then GC.
+    for (i, c) in containers.iter().enumerate() {
+        let out = call(&host, "DEL", c, &conf(i as u64), None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let mut gc = conf(0);
+    gc["cni.dev/valid-attachments"] = json!([]);
+    assert!(call(&host, "GC", &containers[0], &gc, None)
+        .status
+        .success());
+    assert_eq!(host.veths(), Vec::<String>::new(), "no leaked veth");
+    assert_eq!(
+        host.reservations("torture"),
+        Vec::<String>::new(),
+        "no leaked address"
+    );
+    assert_eq!(host.port_elements(), "", "no stale nftables element");
+    let endpoints = host.state.join("run/endpoints/torture");
+    let left: Vec<_> = std::fs::read_dir(&endpoints)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "no endpoint record left: {left:?}");
+    // And the next ADD works.
+    let out = call(&host, "ADD", &containers[0], &conf(0), None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(containers[0].ping("10.71.0.1"));
+}
+
+#[test]
+fn state_files_are_private_to_root() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    let _c = host.container("blue", &["-p", "8080:80"]);
+    let mut files = Vec::new();
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.clone());
+            if p.is_dir() && !p.is_symlink() {
+                walk(&p, out);
+            }
+        }
+    }
+    walk(&host.state, &mut files);
+    assert!(files.len() > 5);
+    for f in files {
+        let m = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(m.uid(), 0, "{} is owned by root", f.display());
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        let mode = m.permissions().mode() & 0o777;
+        let want = if m.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} has mode {mode:o}", f.display());
+    }
+}
