@@ -13,7 +13,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::failpoint;
-use crate::firewall::{Firewall, FirewallError, NetworkRules, PortMapping};
+use crate::firewall::{Firewall, FirewallError, NetworkRules, PortGuard, PortMapping};
 use crate::ipam::{Ipam, IpamError, Pool};
 use crate::netlink::{Handle, Link, Mac, NetlinkError, Route, VethSpec};
 use crate::netns::{write_sysctl, Netns, NetnsError};
@@ -484,10 +484,12 @@ impl Driver {
         timer.mark("host veth up");
         failpoint::hit("attach.host")?;
 
-        if !ep.ports.is_empty() {
-            fw.add_ports(ip.addr(), &ep.ports)?;
+        // Anti-spoofing guard and published ports: one nf_tables transaction.
+        let guard = net.anti_spoof.then(|| guard_of(ep, ip.addr()));
+        if guard.is_some() || !ep.ports.is_empty() {
+            fw.add_endpoint(guard.as_ref(), ip.addr(), &ep.ports)?;
         }
-        timer.mark("ports published");
+        timer.mark("firewall elements added");
         failpoint::hit("attach.ports")?;
         Ok(())
     }
@@ -569,8 +571,16 @@ impl Driver {
                 problems.push(format!("address reservation for {:?} is missing", ep.ip));
             }
         }
-        if !ep.ports.is_empty() {
-            let mut fw = Firewall::open()?;
+        let mut fw = Firewall::open()?;
+        if let (true, Some(ip)) = (net.anti_spoof, ep.ip) {
+            if !fw.has_guard(&guard_of(ep, ip.addr()))? {
+                problems.push(format!(
+                    "the anti-spoofing guard of {} is missing",
+                    ep.host_veth
+                ));
+            }
+        }
+        {
             for p in &ep.ports {
                 match fw.port_target(p)? {
                     Some((ip, port))
@@ -623,6 +633,16 @@ impl Driver {
         }
         failpoint::hit("gc.veths")?;
         let mut fw = Firewall::open()?;
+        // Guards of ports whose veth is gone (a container removed behind ferrynet's back).
+        for g in fw.guarded_ports()? {
+            let gone = h
+                .link_by_name(&g.veth)
+                .map_err(nl("look up veth"))?
+                .is_none();
+            if gone && net.subnet.contains(&g.ip) {
+                fw.remove_endpoint(Some(&g), g.ip, &[])?;
+            }
+        }
         for (port, ip) in fw.ports()? {
             let owned = kept
                 .iter()
@@ -652,10 +672,13 @@ impl Driver {
         // after a delete waits for the kernel's deferred destroy (an RCU grace period, ~15 ms
         // here), which otherwise overlaps with the veth delete's own wait.
         let mut fw = None;
-        if let (Some(ip), false) = (ip, ep.ports.is_empty()) {
-            match Firewall::open().and_then(|mut f| f.remove_ports(ip, &ep.ports).map(|_| f)) {
+        if let Some(ip) = ip {
+            let guard = guard_of(ep, ip);
+            match Firewall::open()
+                .and_then(|mut f| f.remove_endpoint(Some(&guard), ip, &ep.ports).map(|_| f))
+            {
                 Ok(f) => fw = Some(f),
-                Err(e) => errors.push(format!("unpublish ports: {e}")),
+                Err(e) => errors.push(format!("remove firewall elements: {e}")),
             }
         }
         if let Err(e) = failpoint::hit("detach.ports") {
@@ -680,6 +703,14 @@ impl Driver {
         let p = self.record_path(&ep.network, &ep.container_id, &ep.ifname);
         remove_if_exists(&p).map_err(io_err(&p))?;
         Ok(())
+    }
+}
+
+fn guard_of(ep: &Endpoint, ip: Ipv4Addr) -> PortGuard {
+    PortGuard {
+        veth: ep.host_veth.clone(),
+        mac: ep.mac,
+        ip,
     }
 }
 

@@ -71,6 +71,9 @@ pub struct NetworkConfig {
     /// Hairpin mode on the bridge ports (a container reaching its own published port).
     #[serde(default = "yes")]
     pub hairpin: bool,
+    /// Containers may send only from their own MAC and address (anti-spoofing on the port).
+    #[serde(default = "yes")]
+    pub anti_spoof: bool,
     /// The gateway address sits on the bridge (the CNI bridge plugin's `isGateway`).
     #[serde(default = "yes")]
     pub gateway_on_bridge: bool,
@@ -184,6 +187,7 @@ impl NetworkConfig {
             masquerade: true,
             isolate: true,
             hairpin: true,
+            anti_spoof: true,
             gateway_on_bridge: true,
             range_start: None,
             range_end: None,

@@ -415,3 +415,120 @@ fn published_port_on_one_host_address_only() {
     host.ferrynet(&["detach", c1.path().to_str().unwrap(), "--network", "blue"]);
     assert_eq!(on([10, 201, 0, 5]), Some("hello from c2\n".into()));
 }
+
+/// An Ethernet + IPv4 + UDP frame, as a raw socket sends it.
+fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let sum: u32 = ip
+        .chunks(2)
+        .map(|w| u16::from_be_bytes([w[0], w[1]]) as u32)
+        .sum();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let csum = !((sum & 0xffff) + (sum >> 16)) as u16;
+    ip[10..12].copy_from_slice(&csum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&4000u16.to_be_bytes());
+    f.extend_from_slice(&9999u16.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Sends `frame` out of the container's eth0 through an AF_PACKET socket.
+fn send_raw(c: &Ns, frame: Vec<u8>) {
+    c.run(move || unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            (libc::ETH_P_ALL as u16).to_be() as i32,
+        );
+        assert!(fd >= 0);
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+        addr.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let n = libc::sendto(
+            fd,
+            frame.as_ptr() as *const libc::c_void,
+            frame.len(),
+            0,
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        assert_eq!(n, frame.len() as isize);
+        libc::close(fd);
+    });
+}
+
+fn mac_of(ep: &serde_json::Value) -> [u8; 6] {
+    let m: Vec<u8> = ep["mac"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    m.try_into().unwrap()
+}
+
+/// Which of the frames sent by c1 reach a UDP socket in c2.
+fn spoof_round(host: &Host, network: &str) -> Vec<String> {
+    let (c1, ep1) = host.container(network, &[]);
+    let (c2, ep2) = host.container(network, &[]);
+    let (ip1, ip2) = (endpoint_ip(&ep1), endpoint_ip(&ep2));
+    // Let ARP settle so that c2 answers to c1's real addresses.
+    assert!(c1.ping(&ip2.to_string()));
+    let sock = c2.run(|| std::net::UdpSocket::bind("0.0.0.0:9999").unwrap());
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let (mac1, mac2) = (mac_of(&ep1), mac_of(&ep2));
+    let forged_ip = Ipv4Addr::new(ip1.octets()[0], ip1.octets()[1], ip1.octets()[2], 250);
+    let forged_mac = [0x02, 0x66, 0x66, 0x66, 0x66, 0x66];
+    send_raw(&c1, udp_frame(mac1, mac2, ip1, ip2, b"genuine"));
+    send_raw(&c1, udp_frame(mac1, mac2, forged_ip, ip2, b"forged-ip"));
+    send_raw(&c1, udp_frame(forged_mac, mac2, ip1, ip2, b"forged-mac"));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    got.sort();
+    got
+}
+
+#[test]
+fn containers_cannot_send_from_an_address_or_mac_not_their_own() {
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    assert_eq!(spoof_round(&host, "blue"), vec!["genuine".to_string()]);
+    // The same frames on a network without the guard: the forged ones get through, which
+    // shows the test can see them.
+    host.ferrynet(&[
+        "network",
+        "create",
+        "open",
+        "--subnet",
+        "10.93.0.0/24",
+        "--no-anti-spoofing",
+    ]);
+    assert_eq!(
+        spoof_round(&host, "open"),
+        vec!["forged-ip", "forged-mac", "genuine"]
+    );
+}

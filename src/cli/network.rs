@@ -37,6 +37,9 @@ pub enum NetworkCmd {
         /// No hairpin mode on bridge ports (a container then cannot reach its own published ports).
         #[arg(long)]
         no_hairpin: bool,
+        /// Let containers send from addresses and MACs that are not theirs.
+        #[arg(long)]
+        no_anti_spoofing: bool,
         #[arg(long)]
         json: bool,
     },
@@ -79,6 +82,7 @@ pub fn run(state: &StateDir, cmd: NetworkCmd) -> Result<()> {
             no_masquerade,
             no_isolate,
             no_hairpin,
+            no_anti_spoofing,
             json,
         } => {
             let mut net = NetworkConfig::new(
@@ -91,6 +95,7 @@ pub fn run(state: &StateDir, cmd: NetworkCmd) -> Result<()> {
             net.masquerade = !no_masquerade;
             net.isolate = !no_isolate;
             net.hairpin = !no_hairpin;
+            net.anti_spoof = !no_anti_spoofing;
             create(state, &net)?;
             if json {
                 print_json(&net);

@@ -245,6 +245,7 @@ fn network_config(conf: &NetConf, ipam: Option<&IpamResult>) -> Result<NetworkCo
             .unwrap_or(conf.ip_masq),
         isolate: conf.isolation,
         hairpin: conf.hairpin,
+        anti_spoof: conf.anti_spoofing,
         gateway_on_bridge: conf.is_gateway,
         range_start: conf.range_start,
         range_end: conf.range_end,

@@ -19,12 +19,34 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::netlink::NetlinkError;
-pub use nftnl::{Element, Nftnl};
+pub use nftnl::{Element, Nftnl, Set, NFPROTO_BRIDGE, NFPROTO_INET};
 
 pub const TABLE: &str = "ferrynet";
-const PORTS_MAP: &str = "ports";
-const PORTS_IP_MAP: &str = "ports_ip";
-const PAIRS_SET: &str = "bridge_pairs";
+const PORTS_MAP: Set = Set {
+    family: NFPROTO_INET,
+    name: "ports",
+};
+const PORTS_IP_MAP: Set = Set {
+    family: NFPROTO_INET,
+    name: "ports_ip",
+};
+const PAIRS_SET: Set = Set {
+    family: NFPROTO_INET,
+    name: "bridge_pairs",
+};
+// Anti-spoofing, in the bridge family table: guarded ports, and each one's MAC and address.
+const GUARDED_PORTS: Set = Set {
+    family: NFPROTO_BRIDGE,
+    name: "ports",
+};
+const PORT_MACS: Set = Set {
+    family: NFPROTO_BRIDGE,
+    name: "port_macs",
+};
+const PORT_IPS: Set = Set {
+    family: NFPROTO_BRIDGE,
+    name: "port_ips",
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
@@ -145,6 +167,32 @@ impl std::fmt::Display for PortMapping {
     }
 }
 
+/// Anti-spoofing for one bridge port: frames entering from `veth` must come from `mac`, and
+/// its IPv4 and ARP from `ip`; IPv6 from it is dropped (ferrynet networks are IPv4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortGuard {
+    pub veth: String,
+    pub mac: crate::netlink::Mac,
+    pub ip: Ipv4Addr,
+}
+
+impl PortGuard {
+    fn elements(&self) -> [(Set, Vec<Element>); 3] {
+        let port = ifname_key(&self.veth);
+        let mut mac_key = port.clone();
+        mac_key.extend_from_slice(&self.mac.0);
+        mac_key.extend_from_slice(&[0, 0]);
+        let mut ip_key = port.clone();
+        ip_key.extend_from_slice(&self.ip.octets());
+        let elem = |key| vec![Element { key, data: None }];
+        [
+            (GUARDED_PORTS, elem(port)),
+            (PORT_MACS, elem(mac_key)),
+            (PORT_IPS, elem(ip_key)),
+        ]
+    }
+}
+
 /// What a network contributes to the table.
 #[derive(Debug, Clone)]
 pub struct NetworkRules {
@@ -163,7 +211,7 @@ fn ifname_key(name: &str) -> Vec<u8> {
 
 /// The map a port lives in, and its element: `proto . port` in `ports`, or
 /// `host address . proto . port` in `ports_ip`; the data is `container ip . port`.
-fn port_element(p: &PortMapping, ip: Ipv4Addr) -> (&'static str, Element) {
+fn port_element(p: &PortMapping, ip: Ipv4Addr) -> (Set, Element) {
     let h = p.host_port.to_be_bytes();
     let c = p.container_port.to_be_bytes();
     let o = ip.octets();
@@ -187,10 +235,8 @@ fn port_element(p: &PortMapping, ip: Ipv4Addr) -> (&'static str, Element) {
 }
 
 /// Elements grouped by map, as one transaction wants them.
-fn by_map(
-    elems: impl Iterator<Item = (&'static str, Element)>,
-) -> Vec<(&'static str, Vec<Element>)> {
-    let mut out: Vec<(&'static str, Vec<Element>)> =
+fn by_map(elems: impl Iterator<Item = (Set, Element)>) -> Vec<(Set, Vec<Element>)> {
+    let mut out: Vec<(Set, Vec<Element>)> =
         vec![(PORTS_MAP, Vec::new()), (PORTS_IP_MAP, Vec::new())];
     for (map, e) in elems {
         out.iter_mut()
@@ -202,7 +248,7 @@ fn by_map(
     out
 }
 
-fn decode_port(map: &str, e: &Element) -> Option<(PortMapping, Ipv4Addr)> {
+fn decode_port(map: Set, e: &Element) -> Option<(PortMapping, Ipv4Addr)> {
     let d = e.data.as_ref()?;
     let (host_ip, k) = if map == PORTS_IP_MAP {
         let k = e.key.get(4..)?;
@@ -261,6 +307,18 @@ add rule inet ferrynet forward ct state established,related accept
 add rule inet ferrynet forward ct status dnat accept
 add rule inet ferrynet forward iifname . oifname @bridge_pairs accept
 add rule inet ferrynet forward iifname @bridges oifname @bridges drop
+add table bridge ferrynet
+add set bridge ferrynet ports { type ifname; }
+add set bridge ferrynet port_macs { type ifname . ether_addr; }
+add set bridge ferrynet port_ips { type ifname . ipv4_addr; }
+add chain bridge ferrynet prerouting { type filter hook prerouting priority -300; policy accept; }
+flush chain bridge ferrynet prerouting
+add rule bridge ferrynet prerouting iifname != @ports accept
+add rule bridge ferrynet prerouting iifname . ether saddr != @port_macs drop
+add rule bridge ferrynet prerouting ether type ip6 drop
+add rule bridge ferrynet prerouting ether type ip iifname . ip saddr != @port_ips drop
+add rule bridge ferrynet prerouting ether type arp iifname . arp saddr ether != @port_macs drop
+add rule bridge ferrynet prerouting ether type arp iifname . arp saddr ip != @port_ips drop
 "#;
 
 /// Runs an nft script in the calling thread's namespace (control path only).
@@ -346,9 +404,23 @@ impl Firewall {
 
     /// Publishes ports for one container, atomically: all of them or none.
     pub fn add_ports(&mut self, ip: Ipv4Addr, ports: &[PortMapping]) -> Result<(), FirewallError> {
-        let changes = by_map(ports.iter().map(|p| port_element(p, ip)));
+        self.add_endpoint(None, ip, ports)
+    }
+
+    /// A container's elements in one transaction: its anti-spoofing guard (the bridge port may
+    /// only send from the container's MAC and address) and its published ports.
+    pub fn add_endpoint(
+        &mut self,
+        guard: Option<&PortGuard>,
+        ip: Ipv4Addr,
+        ports: &[PortMapping],
+    ) -> Result<(), FirewallError> {
+        let mut changes = by_map(ports.iter().map(|p| port_element(p, ip)));
+        if let Some(g) = guard {
+            changes.extend(g.elements());
+        }
         let result = match self.nl.add(&changes, true) {
-            // A table made by an older ferrynet lacks a map: complete it (idempotent), retry.
+            // A table made by an older ferrynet lacks a set: complete it (idempotent), retry.
             Err(e) if e.is(libc::ENOENT) => {
                 run_nft(TABLE_SCRIPT)?;
                 self.nl.add(&changes, true)
@@ -357,7 +429,7 @@ impl Firewall {
         };
         match result {
             Ok(()) => Ok(()),
-            Err(e) if e.is(libc::EEXIST) => {
+            Err(e) if e.is(libc::EEXIST) && !ports.is_empty() => {
                 let taken = ports
                     .iter()
                     .find(|p| self.port_target(p).ok().flatten().is_some())
@@ -369,6 +441,68 @@ impl Firewall {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Removes a container's guard and ports; missing elements are fine.
+    pub fn remove_endpoint(
+        &mut self,
+        guard: Option<&PortGuard>,
+        ip: Ipv4Addr,
+        ports: &[PortMapping],
+    ) -> Result<(), FirewallError> {
+        self.remove_ports(ip, ports)?;
+        if let Some(g) = guard {
+            match self.nl.delete(&g.elements()) {
+                Err(e) if !e.is(libc::ENOENT) => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a port's guard is in place.
+    pub fn has_guard(&mut self, g: &PortGuard) -> Result<bool, FirewallError> {
+        let [(_, ports), (_, macs), (_, ips)] = g.elements();
+        for (set, e) in [
+            (GUARDED_PORTS, &ports[0]),
+            (PORT_MACS, &macs[0]),
+            (PORT_IPS, &ips[0]),
+        ] {
+            match self.nl.get(set, &e.key) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(false),
+                Err(e) if e.is(libc::ENOENT) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every guarded port's name (for GC of ports whose veth is gone).
+    pub fn guarded_ports(&mut self) -> Result<Vec<PortGuard>, FirewallError> {
+        let dump = |nl: &mut Nftnl, set| match nl.dump(set) {
+            Err(e) if e.is(libc::ENOENT) => Ok(Vec::new()),
+            r => r,
+        };
+        let macs = dump(&mut self.nl, PORT_MACS)?;
+        let ips = dump(&mut self.nl, PORT_IPS)?;
+        let name = |k: &[u8]| crate::netlink::socket::attr_string(&k[..16.min(k.len())]);
+        let mut out = Vec::new();
+        for m in &macs {
+            if m.key.len() < 22 {
+                continue;
+            }
+            let veth = name(&m.key);
+            let mac = crate::netlink::Mac(m.key[16..22].try_into().expect("6 bytes"));
+            if let Some(i) = ips
+                .iter()
+                .find(|i| i.key.len() >= 20 && name(&i.key) == veth)
+            {
+                let ip = Ipv4Addr::new(i.key[16], i.key[17], i.key[18], i.key[19]);
+                out.push(PortGuard { veth, mac, ip });
+            }
+        }
+        Ok(out)
     }
 
     /// Unpublishes ports; missing ones are fine. Only removes a port still pointing at `ip`.
@@ -473,7 +607,7 @@ mod tests {
     fn port_element_encoding_matches_nft_registers() {
         let p: PortMapping = "53:5353/udp".parse().unwrap();
         let (map, e) = port_element(&p, Ipv4Addr::new(10, 90, 0, 3));
-        assert_eq!(map, "ports");
+        assert_eq!(map, PORTS_MAP);
         assert_eq!(e.key, vec![17, 0, 0, 0, 0, 53, 0, 0]);
         assert_eq!(
             e.data.clone().unwrap(),
@@ -482,7 +616,7 @@ mod tests {
         assert_eq!(decode_port(map, &e), Some((p, Ipv4Addr::new(10, 90, 0, 3))));
         let p: PortMapping = "10.201.0.1:53:5353/udp".parse().unwrap();
         let (map, e) = port_element(&p, Ipv4Addr::new(10, 90, 0, 3));
-        assert_eq!(map, "ports_ip");
+        assert_eq!(map, PORTS_IP_MAP);
         assert_eq!(e.key, vec![10, 201, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0]);
         assert_eq!(decode_port(map, &e), Some((p, Ipv4Addr::new(10, 90, 0, 3))));
         assert_eq!(p.to_string(), "10.201.0.1:53:5353/udp");

@@ -11,7 +11,15 @@ const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
-const NFPROTO_INET: u8 = 1;
+pub const NFPROTO_INET: u8 = 1;
+pub const NFPROTO_BRIDGE: u8 = 7;
+
+/// A set or map: its table's family and its name (the table is the Nftnl's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Set {
+    pub family: u8,
+    pub name: &'static str,
+}
 
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -22,9 +30,9 @@ const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 
-fn nfgenmsg(res_id: u16) -> [u8; 4] {
+fn nfgenmsg(family: u8, res_id: u16) -> [u8; 4] {
     let r = res_id.to_be_bytes();
-    [NFPROTO_INET, 0, r[0], r[1]]
+    [family, 0, r[0], r[1]]
 }
 
 fn msg_type(cmd: u16) -> u16 {
@@ -55,7 +63,7 @@ impl Nftnl {
 
     pub fn table_exists(&mut self) -> Result<bool, NetlinkError> {
         let mut m = Message::new(msg_type(NFT_MSG_GETTABLE), 0);
-        m.header(&nfgenmsg(0));
+        m.header(&nfgenmsg(NFPROTO_INET, 0));
         m.attr_str(NFTA_TABLE_NAME, &self.table);
         match self.sock.request(m) {
             Ok(_) => Ok(true),
@@ -64,11 +72,11 @@ impl Nftnl {
         }
     }
 
-    fn elements_msg(&self, cmd: u16, flags: u16, set: &str, elems: &[Element]) -> Message {
+    fn elements_msg(&self, cmd: u16, flags: u16, set: Set, elems: &[Element]) -> Message {
         let mut m = Message::new(msg_type(cmd), flags);
-        m.header(&nfgenmsg(0));
+        m.header(&nfgenmsg(set.family, 0));
         m.attr_str(NFTA_SET_ELEM_LIST_TABLE, &self.table);
-        m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        m.attr_str(NFTA_SET_ELEM_LIST_SET, set.name);
         m.begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
         for e in elems {
             m.begin_nested(NFTA_LIST_ELEM);
@@ -88,9 +96,9 @@ impl Nftnl {
 
     fn batch(&mut self, msgs: Vec<Message>) -> Result<(), NetlinkError> {
         let mut begin = Message::new(NFNL_MSG_BATCH_BEGIN, 0);
-        begin.header(&nfgenmsg(NFNL_SUBSYS_NFTABLES));
+        begin.header(&nfgenmsg(0, NFNL_SUBSYS_NFTABLES));
         let mut end = Message::new(NFNL_MSG_BATCH_END, 0);
-        end.header(&nfgenmsg(NFNL_SUBSYS_NFTABLES));
+        end.header(&nfgenmsg(0, NFNL_SUBSYS_NFTABLES));
         self.sock.transaction(msgs, Some((begin, end))).map(|_| ())
     }
 
@@ -98,7 +106,7 @@ impl Nftnl {
     /// whose key exists fails the whole transaction with EEXIST.
     pub fn add(
         &mut self,
-        changes: &[(&str, Vec<Element>)],
+        changes: &[(Set, Vec<Element>)],
         exclusive: bool,
     ) -> Result<(), NetlinkError> {
         let flags = if exclusive {
@@ -109,7 +117,7 @@ impl Nftnl {
         let msgs = changes
             .iter()
             .filter(|(_, e)| !e.is_empty())
-            .map(|(set, elems)| self.elements_msg(NFT_MSG_NEWSETELEM, flags, set, elems))
+            .map(|(set, elems)| self.elements_msg(NFT_MSG_NEWSETELEM, flags, *set, elems))
             .collect::<Vec<_>>();
         if msgs.is_empty() {
             return Ok(());
@@ -119,11 +127,11 @@ impl Nftnl {
 
     /// Deletes elements in one transaction. Missing elements are not an error: if the batch
     /// fails with ENOENT, each element is retried on its own, ignoring the missing ones.
-    pub fn delete(&mut self, changes: &[(&str, Vec<Element>)]) -> Result<(), NetlinkError> {
+    pub fn delete(&mut self, changes: &[(Set, Vec<Element>)]) -> Result<(), NetlinkError> {
         let msgs = changes
             .iter()
             .filter(|(_, e)| !e.is_empty())
-            .map(|(set, elems)| self.elements_msg(NFT_MSG_DELSETELEM, 0, set, elems))
+            .map(|(set, elems)| self.elements_msg(NFT_MSG_DELSETELEM, 0, *set, elems))
             .collect::<Vec<_>>();
         if msgs.is_empty() {
             return Ok(());
@@ -135,7 +143,7 @@ impl Nftnl {
                         let m = self.elements_msg(
                             NFT_MSG_DELSETELEM,
                             0,
-                            set,
+                            *set,
                             std::slice::from_ref(elem),
                         );
                         match self.batch(vec![m]) {
@@ -151,14 +159,14 @@ impl Nftnl {
     }
 
     /// Every element of a set or map.
-    pub fn dump(&mut self, set: &str) -> Result<Vec<Element>, NetlinkError> {
+    pub fn dump(&mut self, set: Set) -> Result<Vec<Element>, NetlinkError> {
         let mut m = Message::new(
             msg_type(NFT_MSG_GETSETELEM),
             crate::netlink::socket::NLM_F_DUMP,
         );
-        m.header(&nfgenmsg(0));
+        m.header(&nfgenmsg(set.family, 0));
         m.attr_str(NFTA_SET_ELEM_LIST_TABLE, &self.table);
-        m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        m.attr_str(NFTA_SET_ELEM_LIST_SET, set.name);
         let mut out = Vec::new();
         for r in self.sock.dump(m)? {
             out.extend(elements(r.payload.get(4..).unwrap_or(&[])));
@@ -167,7 +175,7 @@ impl Nftnl {
     }
 
     /// Looks one element up by key: Some(data) (empty for a set) if present.
-    pub fn get(&mut self, set: &str, key: &[u8]) -> Result<Option<Vec<u8>>, NetlinkError> {
+    pub fn get(&mut self, set: Set, key: &[u8]) -> Result<Option<Vec<u8>>, NetlinkError> {
         let elem = Element {
             key: key.to_vec(),
             data: None,
