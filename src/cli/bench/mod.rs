@@ -350,6 +350,7 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
         protocol: Protocol::Tcp,
         host_ip: None,
     };
+    let mut floor_macs = Vec::with_capacity(n);
     for batch in 0..n / BATCH {
         for (i, c) in cs_a.iter().enumerate().skip(batch * BATCH).take(BATCH) {
             let path = c.path().to_string_lossy().into_owned();
@@ -365,10 +366,11 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
                 std::net::Ipv4Addr::from(u32::from(net.gateway) + 1 + i as u32),
                 16,
             )?;
-            let d = host_b.run(|| {
+            let (d, mac) = host_b.run(|| {
                 floor_attach(c, floor_bridge, i, ip, net.gateway, ports.then(|| port(i)))
             })??;
             r.floor_attach.push(d);
+            floor_macs.push(mac);
         }
         progress(&format!("{label}: attached {}/{n}", (batch + 1) * BATCH));
     }
@@ -378,9 +380,15 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
             r.detach
                 .push(ferrynet(&["detach", &path, "--network", "bench"])?);
         }
-        for i in batch * BATCH..(batch + 1) * BATCH {
+        for (i, mac) in floor_macs
+            .iter()
+            .enumerate()
+            .skip(batch * BATCH)
+            .take(BATCH)
+        {
             let ip = std::net::Ipv4Addr::from(u32::from(net.gateway) + 1 + i as u32);
-            let d = host_b.run(|| floor_detach(i, ip, ports.then(|| port(i))))??;
+            let guard = floor_guard(i, *mac, ip);
+            let d = host_b.run(|| floor_detach(i, &guard, ports.then(|| port(i))))??;
             r.floor_detach.push(d);
         }
         progress(&format!("{label}: detached {}/{n}", (batch + 1) * BATCH));
@@ -403,16 +411,17 @@ fn floor_attach(
     ip: ipnet::Ipv4Net,
     gw: std::net::Ipv4Addr,
     port: Option<PortMapping>,
-) -> Result<Duration> {
+) -> Result<(Duration, Mac)> {
     let t = Instant::now();
     let mut h = Handle::new()?;
     let host_name = floor_veth(i);
+    let mac = Mac::random();
     h.create_veth(&VethSpec {
         host_name: &host_name,
         host_mac: None,
         peer_name: "eth0",
         peer_netns: c.fd(),
-        peer_mac: Some(Mac::random()),
+        peer_mac: Some(mac),
         mtu: 1500,
         master: Some(bridge),
     })?;
@@ -432,21 +441,32 @@ fn floor_attach(
         l.peer_index.context("peer")
     })??;
     h.set_up_ipv4_only(host_index, Some(true))?;
-    if let Some(p) = port {
-        Firewall::open()?.add_ports(ip.addr(), &[p])?;
-    }
-    Ok(t.elapsed())
+    // The anti-spoofing guard and the port, as ferrynet adds them: one transaction.
+    let guard = floor_guard(i, mac, ip.addr());
+    let ports: Vec<PortMapping> = port.into_iter().collect();
+    Firewall::open()?.add_endpoint(Some(&guard), ip.addr(), &ports)?;
+    Ok((t.elapsed(), mac))
 }
 
-fn floor_detach(i: usize, ip: std::net::Ipv4Addr, port: Option<PortMapping>) -> Result<Duration> {
-    let t = Instant::now();
-    let mut fw = None;
-    if let Some(p) = port {
-        let mut f = Firewall::open()?;
-        f.remove_ports(ip, &[p])?;
-        fw = Some(f);
+fn floor_guard(i: usize, mac: Mac, ip: std::net::Ipv4Addr) -> crate::firewall::PortGuard {
+    crate::firewall::PortGuard {
+        veth: floor_veth(i),
+        mac,
+        ip,
     }
+}
+
+fn floor_detach(
+    i: usize,
+    guard: &crate::firewall::PortGuard,
+    port: Option<PortMapping>,
+) -> Result<Duration> {
+    let t = Instant::now();
+    let mut fw = Firewall::open()?;
+    let ports: Vec<PortMapping> = port.into_iter().collect();
+    fw.remove_endpoint(Some(guard), guard.ip, &ports)?;
     Handle::new()?.delete_link_by_name(&floor_veth(i))?;
+    // Closed after the veth delete, as ferrynet does, so that both RCU waits overlap.
     drop(fw);
     Ok(t.elapsed())
 }
