@@ -439,3 +439,63 @@ fn auto_picks_direct_routes_or_vxlan_per_peer() {
     assert!(line(&near).contains("via 10.200.0.12 dev eth0"), "{routes}");
     assert!(line(&far).contains("dev ferry.1"), "{routes}");
 }
+
+#[test]
+fn agents_racing_on_an_empty_store_get_distinct_subnets() {
+    let fabric = Fabric::new();
+    let store = std::env::temp_dir().join(format!("ferrynet-race-{}.json", fabric.ns.name));
+    let hosts: Vec<Host> = (0..5).map(|_| Host::new()).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        fabric.plug(h, &format!("10.200.0.{}", 11 + i), &format!("p{i}"));
+    }
+    // All five start at once.
+    let agents: Vec<Agent> = std::thread::scope(|s| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let store = &store;
+                s.spawn(move || Agent::start(h, store, "vxlan", &format!("racer{i}"), &[]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut subnets: Vec<String> = hosts.iter().map(leased_subnet).collect();
+    subnets.sort();
+    subnets.dedup();
+    assert_eq!(subnets.len(), 5, "{subnets:?}");
+    drop(agents);
+    let _ = std::fs::remove_file(&store);
+    let _ = std::fs::remove_file(store.with_extension("lock"));
+}
+
+#[test]
+fn an_expired_peer_loses_its_routes_and_nothing_else() {
+    let mut c = cluster(3, "vxlan");
+    let routes = |h: &Host| h.ns.exec(&["ip", "route", "show", "proto", "211"]);
+    let (s1, s2) = (leased_subnet(&c.hosts[1]), leased_subnet(&c.hosts[2]));
+    assert!(eventually(10, || {
+        let r = routes(&c.hosts[0]);
+        r.contains(&s1) && r.contains(&s2)
+    }));
+    // Host 2 dies without a word (kill -9): its 6 s lease runs out.
+    let mut child = c.agents[2].child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        eventually(15, || !routes(&c.hosts[0]).contains(&s2)),
+        "the expired peer's route is gone: {}",
+        routes(&c.hosts[0])
+    );
+    assert!(
+        routes(&c.hosts[0]).contains(&s1),
+        "the live peer's route stays"
+    );
+    let fdb = c.hosts[0]
+        .ns
+        .exec(&["bridge", "fdb", "show", "dev", "ferry.1"]);
+    assert!(
+        fdb.contains("10.200.0.12") && !fdb.contains("10.200.0.13"),
+        "{fdb}"
+    );
+}

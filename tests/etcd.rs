@@ -115,6 +115,10 @@ fn agent_fails_clearly_when_etcd_is_unreachable_at_start() {
 }
 
 fn agent(host: &Host, url: &str, node: &str) -> Child {
+    agent_with(host, url, node, "30s")
+}
+
+fn agent_with(host: &Host, url: &str, node: &str, ttl: &str) -> Child {
     std::fs::create_dir_all(&host.state).unwrap();
     let log = std::fs::File::create(host.state.join("agent.log")).unwrap();
     let subnet_file = host.state.join("subnet.env");
@@ -132,7 +136,7 @@ fn agent(host: &Host, url: &str, node: &str) -> Child {
             "--node-name",
             node,
             "--lease-ttl",
-            "30s",
+            ttl,
             "--subnet-file",
             subnet_file.to_str().unwrap(),
         ])
@@ -291,4 +295,49 @@ fn etcd_over_tls_with_client_certificates() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     result.unwrap();
+}
+
+#[test]
+fn agents_re_register_their_subnets_after_etcd_loses_its_data() {
+    let fabric = Fabric::new();
+    fabric
+        .ns
+        .exec(&["ip", "addr", "add", "10.200.0.2/24", "dev", "fab0"]);
+    let mut etcd = Etcd::start(&fabric.ns, Ipv4Addr::new(10, 200, 0, 2));
+    let hosts: Vec<Host> = (0..2).map(|_| Host::new()).collect();
+    let mut agents = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        fabric.plug(h, &format!("10.200.0.{}", 11 + i), &format!("p{i}"));
+        agents.push(agent_with(h, &etcd.url(), &format!("node{i}"), "6s"));
+    }
+    let before: Vec<String> = hosts
+        .iter()
+        .map(|h| std::fs::read_to_string(h.state.join("subnet.env")).unwrap())
+        .collect();
+    // etcd comes back empty.
+    etcd.stop();
+    std::fs::remove_dir_all(&etcd.dir).unwrap();
+    etcd.resume();
+    let list = |etcd: &Etcd| {
+        let url = format!("http://{}:2379", etcd.ip);
+        etcd.ns.run(move || {
+            let mut s = ferrynet::cluster::EtcdStore::connect(&[url], "/ferrynet", None).unwrap();
+            use ferrynet::cluster::Store;
+            s.list().unwrap().leases.len()
+        })
+    };
+    assert!(
+        eventually(20, || list(&etcd) == 2),
+        "both agents re-registered"
+    );
+    for (h, b) in hosts.iter().zip(&before) {
+        assert_eq!(
+            &std::fs::read_to_string(h.state.join("subnet.env")).unwrap(),
+            b,
+            "same subnet"
+        );
+    }
+    for c in agents {
+        stop(c);
+    }
 }

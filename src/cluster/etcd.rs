@@ -222,7 +222,14 @@ impl Store for EtcdStore {
                 keeper.keep_alive().await?;
                 Ok::<_, etcd_client::Error>(stream.message().await?.map(|r| r.ttl()).unwrap_or(0))
             })
-            .map_err(unreachable)?;
+            .or_else(|e| {
+                // etcd lost the lease (expired, or its data was wiped): not an outage.
+                if e.to_string().contains("not found") {
+                    Ok(0)
+                } else {
+                    Err(unreachable(e))
+                }
+            })?;
         if remaining <= 0 {
             self.lease_ids.remove(&lease.subnet);
             return Err(StoreError::LeaseLost(lease.subnet));
