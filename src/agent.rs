@@ -220,7 +220,7 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                 continue;
             }
         };
-        if Instant::now() >= renew_at {
+        if Instant::now() >= renew_at && crate::failpoint::hit("agent.renew").is_ok() {
             match renew_or_reacquire(&mut *store, &cluster, &attrs, &lease, cfg.lease_ttl) {
                 Ok(l) => {
                     metrics.lease_renewals.fetch_add(1, Ordering::Relaxed);
@@ -237,7 +237,14 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             continue;
         }
         let peers = peers_of(&cluster, &lease, &snapshot.leases);
-        match dataplane.reconcile(&mut h, &peers) {
+        let reconciled = crate::failpoint::hit("agent.reconcile")
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                dataplane
+                    .reconcile(&mut h, &peers)
+                    .map_err(|e| e.to_string())
+            });
+        match reconciled {
             Ok(report) => {
                 metrics.reconciles.fetch_add(1, Ordering::Relaxed);
                 metrics

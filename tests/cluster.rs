@@ -17,6 +17,17 @@ struct Agent {
 
 impl Agent {
     fn start(host: &Host, store: &Path, backend: &str, node: &str, extra: &[&str]) -> Agent {
+        Agent::start_with_env(host, store, backend, node, extra, &[])
+    }
+
+    fn start_with_env(
+        host: &Host,
+        store: &Path,
+        backend: &str,
+        node: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let mut args = vec![
             "agent",
             "--store",
@@ -43,6 +54,7 @@ impl Agent {
         let log = std::fs::File::create(host.state.join(format!("agent-{node}.log"))).unwrap();
         let child = host
             .ferrynet_cmd(&argv)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -498,4 +510,40 @@ fn an_expired_peer_loses_its_routes_and_nothing_else() {
         fdb.contains("10.200.0.12") && !fdb.contains("10.200.0.13"),
         "{fdb}"
     );
+}
+
+#[test]
+fn an_agent_crashing_while_it_reconciles_does_not_disturb_traffic() {
+    let mut c = cluster(2, "vxlan");
+    let a = Ns::new("c");
+    let b = Ns::new("c");
+    cni_add(&c.hosts[0], &a, &pod_conf(&c.hosts[0]));
+    let rb = cni_add(&c.hosts[1], &b, &pod_conf(&c.hosts[1]));
+    let target = ip_of(&rb).to_string();
+    assert!(eventually(10, || a.ping(&target)));
+    let ping = ContinuousPing::start(&a, &target, "0.01");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let store = c.store.clone();
+    // Restarted with a crash injected into its reconcile: it aborts (like kill -9) midway.
+    c.agents[0].stop();
+    let mut crashing = Agent::start_with_env(
+        &c.hosts[0],
+        &store,
+        "vxlan",
+        "node0",
+        &[],
+        &[("FERRYNET_FAILPOINT", "agent.reconcile")],
+    );
+    let mut child = crashing.child.take().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.code().is_none(),
+        "the agent aborted at the failpoint"
+    );
+    // A clean restart converges again.
+    c.agents[0] = Agent::start(&c.hosts[0], &store, "vxlan", "node0", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (sent, received) = ping.stop();
+    assert!(sent > 50, "{sent}");
+    assert!(sent - received <= 1, "lost {} of {sent}", sent - received);
 }

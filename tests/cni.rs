@@ -518,10 +518,10 @@ fn status_reports_readiness() {
 }
 
 #[test]
-fn hundred_parallel_adds_get_distinct_addresses() {
+fn two_hundred_parallel_adds_get_distinct_reachable_addresses() {
     let host = Host::new();
     let conf = with(net_conf("1.0.0"), "subnet", json!("10.79.0.0/16"));
-    let containers: Vec<Ns> = (0..100).map(|_| Ns::new("c")).collect();
+    let containers: Vec<Ns> = (0..200).map(|_| Ns::new("c")).collect();
     let results: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = containers
             .iter()
@@ -538,8 +538,15 @@ fn hundred_parallel_adds_get_distinct_addresses() {
     let mut ips: Vec<String> = results.iter().map(result_ip).collect();
     ips.sort();
     ips.dedup();
-    assert_eq!(ips.len(), 100);
-    assert_eq!(host.veths().len(), 100);
+    assert_eq!(ips.len(), 200);
+    assert_eq!(host.veths().len(), 200);
+    // All reachable: one ping sweep from the host (fping-like, parallel pings).
+    std::thread::scope(|s| {
+        for ip in &ips {
+            let host = &host;
+            s.spawn(move || assert!(host.ns.ping(ip), "{ip} unreachable"));
+        }
+    });
     std::thread::scope(|s| {
         for c in &containers {
             let (host, conf) = (&host, &conf);
