@@ -112,13 +112,22 @@ fn kill_9_at_random_moments_then_detach_leaves_nothing() {
     let p = c.path().to_string_lossy().into_owned();
     let before = clean_snapshot(&host);
     let mut seed = std::process::id() as u64;
-    for _ in 0..25 {
+    for round in 0..100 {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let delay = Duration::from_micros((seed >> 33) % 8000);
+        // Every other round kills a detach of a completed attach instead.
+        if round % 2 == 1 {
+            host.ferrynet(&["attach", &p, "--network", "blue", "-p", "8080:80"]);
+        }
+        let args: &[&str] = if round % 2 == 1 {
+            &["detach", &p, "--network", "blue"]
+        } else {
+            &["attach", &p, "--network", "blue", "-p", "8080:80"]
+        };
         let mut child = host
-            .ferrynet_cmd(&["attach", &p, "--network", "blue", "-p", "8080:80"])
+            .ferrynet_cmd(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
