@@ -98,9 +98,9 @@ pub fn validate_ifname(field: &'static str, name: &str) -> Result<(), NetworkErr
         Some("is not a valid interface name")
     } else if name
         .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
     {
-        Some("must not contain '/', ':' or whitespace")
+        Some("must not contain '/', ':', whitespace or control characters")
     } else {
         None
     };

@@ -227,3 +227,39 @@ fn cli_arguments_never_panic() {
     }
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn cni_env_values_are_validated_as_the_spec_says() {
+    // CNI_CONTAINERID and CNI_IFNAME go through these; whatever they accept must be safe in a
+    // file name and a valid Linux interface name.
+    let mut rng = Rng(0x0bad_cafe_1234_5678);
+    let alphabet: Vec<char> = "aZ09_.-/:\\ \t\n\0é".chars().collect();
+    let mut accepted = 0;
+    for _ in 0..iterations() {
+        let len = rng.below(20);
+        let s: String = (0..len)
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect();
+        if ferrynet::network::validate_id("CNI_CONTAINERID", &s).is_ok() {
+            accepted += 1;
+            assert!(s.chars().next().unwrap().is_ascii_alphanumeric(), "{s:?}");
+            assert!(
+                s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)),
+                "{s:?}"
+            );
+        }
+        if ferrynet::network::validate_ifname("CNI_IFNAME", &s).is_ok() {
+            assert!(
+                !s.is_empty() && s.len() <= 15 && s != "." && s != "..",
+                "{s:?}"
+            );
+            assert!(
+                !s.contains(['/', ':']) && !s.chars().any(char::is_whitespace),
+                "{s:?}"
+            );
+            assert!(!s.chars().any(char::is_control), "{s:?}");
+        }
+    }
+    assert!(accepted > 0);
+}
