@@ -187,6 +187,41 @@ fn full_mesh(backend: &str) {
             );
         }
     }
+    // The MTU is right: a 1,400-byte payload crosses with "don't fragment" (VXLAN's 50 bytes
+    // of overhead are taken off the pods' MTU), and a bulk transfer gets through.
+    let (from, _) = &pods[0];
+    let (_, far) = &pods[5];
+    let big = sh(&mut from.cmd(&[
+        "ping",
+        "-c1",
+        "-W2",
+        "-s",
+        "1400",
+        "-M",
+        "do",
+        &far.to_string(),
+    ]));
+    assert!(
+        big.status.success(),
+        "{backend}: 1,400-byte ping: {}",
+        String::from_utf8_lossy(&big.stdout)
+    );
+    let (far_ns, _) = &pods[5];
+    let mut iperf_server = far_ns
+        .cmd(&["iperf3", "-s", "-1", "-B", &far.to_string()])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let bulk = sh(&mut from.cmd(&["iperf3", "-c", &far.to_string(), "-n", "20M", "-J"]));
+    let _ = iperf_server.wait();
+    assert!(
+        bulk.status.success(),
+        "{backend}: bulk transfer: {}",
+        String::from_utf8_lossy(&bulk.stdout)
+    );
+    let mtu = from.exec(&["cat", "/sys/class/net/eth0/mtu"]);
+    let expected = if backend == "host-gw" { "1500" } else { "1450" };
+    assert_eq!(mtu.trim(), expected, "{backend}: pod MTU");
     // No masquerade inside the cluster.
     let (server_ns, server_ip) = &pods[5];
     let server = server(server_ns, Ipv4Addr::UNSPECIFIED, 7000, "c");
