@@ -209,6 +209,7 @@ fn full_mesh(backend: &str) {
     let (far_ns, _) = &pods[5];
     let mut iperf_server = far_ns
         .cmd(&["iperf3", "-s", "-1", "-B", &far.to_string()])
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
