@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 require_root
-install_missing protoc protobuf-compiler etcd etcd-server iperf3 iperf3 \
+install_missing protoc protobuf-compiler etcd etcd-server iperf3 iperf3 openssl openssl \
   ip iproute2 nft nftables ping iputils-ping iptables iptables \
   /usr/lib/cni/host-local containernetworking-plugins \
   podman podman runc runc pkg: busybox-static nsenter util-linux containerd containerd

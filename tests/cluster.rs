@@ -364,7 +364,7 @@ fn routed_cluster(backend: &str) -> (Cluster, Fabric, Ns) {
         router.exec(&["ip", "addr", "add", ip, "dev", port]);
         router.exec(&["ip", "link", "set", port, "up"]);
     }
-    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    router.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
     let store = std::env::temp_dir().join(format!("ferrynet-cluster-{}.json", f1.ns.name));
     let hosts: Vec<Host> = (0..3).map(|_| Host::new()).collect();
     let mut agents = Vec::new();
