@@ -105,6 +105,21 @@ pub struct AttachRequest {
     pub routes: Vec<RouteSpec>,
 }
 
+impl AttachRequest {
+    /// `eth0` with the next free address, a default route via the gateway, no ports.
+    pub fn simple(netns: &Path, container_id: &str) -> AttachRequest {
+        AttachRequest {
+            netns: netns.to_path_buf(),
+            container_id: container_id.to_string(),
+            ifname: "eth0".into(),
+            address: AddressRequest::Allocate(None),
+            mac: None,
+            ports: Vec::new(),
+            routes: vec![RouteSpec::default_route()],
+        }
+    }
+}
+
 /// One container interface on a network. On disk it is the plan, written once before the
 /// first kernel change; the ifindexes are known only after the change and are reported live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -356,15 +356,7 @@ fn pods_across(host_a: &Netns, host_b: &Netns, state: &std::path::Path) -> Resul
         let net = NetworkConfig::new("pods", subnet, Some("fypods0"), None, mtu)?;
         let driver = Driver::new(StateDir::new(state.join(node)));
         let ns = Netns::open(&netns::create_named(pod)?)?;
-        let req = AttachRequest {
-            netns: ns.path().to_path_buf(),
-            container_id: pod.into(),
-            ifname: "eth0".into(),
-            address: AddressRequest::Allocate(None),
-            mac: None,
-            ports: vec![],
-            routes: vec![RouteSpec::default_route()],
-        };
+        let req = AttachRequest::simple(ns.path(), pod);
         let ep = host.run(|| driver.attach(&net, &req))??;
         println!("  {pod} on {node}: eth0 {}", ep.ip.unwrap());
         pods.push((ns, ep));

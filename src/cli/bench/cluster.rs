@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{ns_name, progress, Scenario};
 use crate::agent::AgentConfig;
-use crate::bridge::{AddressRequest, AttachRequest, Driver, RouteSpec};
+use crate::bridge::{AttachRequest, Driver};
 use crate::cluster::{BackendKind, ClusterConfig};
 use crate::netlink::{Handle, Mac, VethSpec, PROTO_FERRYNET};
 use crate::netns::{self, Netns};
@@ -153,15 +153,7 @@ impl Lab {
         let net = NetworkConfig::new("pods", subnet, Some("fypods0"), None, mtu)?;
         let driver = Driver::new(StateDir::new(self.sc.state.join(node)));
         let ns = self.netns(tag)?;
-        let req = AttachRequest {
-            netns: ns.path().to_path_buf(),
-            container_id: tag.into(),
-            ifname: "eth0".into(),
-            address: AddressRequest::Allocate(None),
-            mac: None,
-            ports: vec![],
-            routes: vec![RouteSpec::default_route()],
-        };
+        let req = AttachRequest::simple(ns.path(), tag);
         let ep = host.run(|| driver.attach(&net, &req))??;
         Ok((ns, ep.ip.expect("allocated").addr()))
     }
