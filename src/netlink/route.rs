@@ -345,7 +345,12 @@ impl Handle {
             up.end_nested();
             up.end_nested();
         }
-        self.sock.transaction(vec![no_v6, up], None).map(|_| ())
+        let up_again = up.clone();
+        match self.sock.transaction(vec![no_v6, up], None) {
+            // A kernel without IPv6 (ipv6.disable=1) has no AF_INET6 settings to change.
+            Err(e) if e.is(libc::EAFNOSUPPORT) || e.is(libc::EOPNOTSUPP) => self.ack(up_again),
+            r => r.map(|_| ()),
+        }
     }
 
     /// Whether IPv4 forwarding is on in this namespace (read over netlink: no /proc walk).

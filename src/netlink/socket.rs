@@ -31,6 +31,7 @@ fn align4(n: usize) -> usize {
 }
 
 /// Builds one netlink message: header, a fixed family header, then attributes.
+#[derive(Clone)]
 pub struct Message {
     buf: Vec<u8>,
     nests: Vec<usize>,
@@ -341,12 +342,14 @@ impl Socket {
         while !pending.is_empty() {
             let res = self.recv_each(|msg_type, _flags, seq, payload| {
                 if msg_type == NLMSG_ERROR {
+                    // Only answers to this transaction count: a late acknowledgement of an
+                    // earlier one (left behind after an error) is skipped.
                     if let Some(pos) = pending.iter().position(|&s| s == seq) {
                         pending.remove(pos);
-                    }
-                    if let Some(e) = parse_error(payload) {
-                        if first_error.is_none() {
-                            first_error = Some(e);
+                        if let Some(e) = parse_error(payload) {
+                            if first_error.is_none() {
+                                first_error = Some(e);
+                            }
                         }
                     }
                 } else if pending.contains(&seq) && msg_type != NLMSG_DONE {
