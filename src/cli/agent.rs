@@ -35,6 +35,8 @@ pub struct AgentArgs {
     /// The size of each host's subnet.
     #[arg(long, default_value_t = 24)]
     subnet_len: u8,
+    /// vxlan (anywhere, 50 bytes of overhead), host-gw (direct routes on one L2 segment),
+    /// or auto (host-gw where the peer is on this segment, VXLAN elsewhere).
     #[arg(long, default_value = "vxlan")]
     backend: BackendKind,
     /// The interface that reaches the other hosts (default: the default route's).
@@ -56,8 +58,10 @@ pub struct AgentArgs {
     /// Give the subnet back on SIGTERM (otherwise it is kept for a restart).
     #[arg(long)]
     release_on_exit: bool,
+    /// VXLAN network identifier (the device is ferry.VNI).
     #[arg(long, default_value_t = 1)]
     vni: u32,
+    /// VXLAN UDP port.
     #[arg(long, default_value_t = 8472)]
     vxlan_port: u16,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9105).
