@@ -214,6 +214,7 @@ fn full_mesh(backend: &str) {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let bulk = sh(&mut from.cmd(&["iperf3", "-c", &far.to_string(), "-n", "20M", "-J"]));
+    let _ = iperf_server.kill();
     let _ = iperf_server.wait();
     assert!(
         bulk.status.success(),

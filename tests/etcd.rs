@@ -114,11 +114,28 @@ fn agent_fails_clearly_when_etcd_is_unreachable_at_start() {
     );
 }
 
-fn agent(host: &Host, url: &str, node: &str) -> Child {
+/// An agent process, stopped (SIGTERM, then SIGKILL) when dropped, also on a failed assert.
+struct AgentProcess(Option<Child>);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            if !eventually(5, || matches!(c.try_wait(), Ok(Some(_)))) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn agent(host: &Host, url: &str, node: &str) -> AgentProcess {
     agent_with(host, url, node, "30s")
 }
 
-fn agent_with(host: &Host, url: &str, node: &str, ttl: &str) -> Child {
+fn agent_with(host: &Host, url: &str, node: &str, ttl: &str) -> AgentProcess {
     std::fs::create_dir_all(&host.state).unwrap();
     let log = std::fs::File::create(host.state.join("agent.log")).unwrap();
     let subnet_file = host.state.join("subnet.env");
@@ -144,18 +161,12 @@ fn agent_with(host: &Host, url: &str, node: &str, ttl: &str) -> Child {
         .stderr(log)
         .spawn()
         .unwrap();
+    let agent = AgentProcess(Some(child));
     assert!(
         eventually(15, || subnet_file.exists()),
         "agent {node} leased nothing"
     );
-    child
-}
-
-fn stop(mut c: Child) {
-    unsafe {
-        libc::kill(c.id() as i32, libc::SIGTERM);
-    }
-    let _ = c.wait();
+    agent
 }
 
 #[test]
@@ -207,9 +218,7 @@ fn cluster_over_etcd_survives_an_etcd_outage() {
         std::fs::read_to_string(hosts[1].state.join("subnet.env")).unwrap(),
         subnet
     );
-    for c in agents {
-        stop(c);
-    }
+    drop(agents);
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
@@ -337,7 +346,5 @@ fn agents_re_register_their_subnets_after_etcd_loses_its_data() {
             "same subnet"
         );
     }
-    for c in agents {
-        stop(c);
-    }
+    drop(agents);
 }

@@ -341,9 +341,10 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// `ping -i INTERVAL` running in the background; `stop` returns (sent, received).
+/// `ping -i INTERVAL` running in the background; `stop` returns (sent, received). Killed if
+/// dropped without `stop` (a failed assert).
 pub struct ContinuousPing {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
 }
 
 impl ContinuousPing {
@@ -354,15 +355,16 @@ impl ContinuousPing {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        ContinuousPing { child }
+        ContinuousPing { child: Some(child) }
     }
 
-    pub fn stop(self) -> (u64, u64) {
+    pub fn stop(mut self) -> (u64, u64) {
+        let child = self.child.take().expect("running");
         // SIGINT makes ping print its summary.
         unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
+            libc::kill(child.id() as i32, libc::SIGINT);
         }
-        let out = self.child.wait_with_output().unwrap();
+        let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text
             .lines()
@@ -376,5 +378,14 @@ impl ContinuousPing {
                 .unwrap_or(0)
         };
         (num("transmitted"), num("received"))
+    }
+}
+
+impl Drop for ContinuousPing {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
