@@ -532,3 +532,36 @@ fn containers_cannot_send_from_an_address_or_mac_not_their_own() {
         vec!["forged-ip", "forged-mac", "genuine"]
     );
 }
+
+#[test]
+fn bench_quick_harness_runs_and_writes_its_table_json_and_chart() {
+    // Correctness of the harness only: timings are not asserted.
+    let dir = std::env::temp_dir().join(format!("ferrynet-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, svg) = (dir.join("b.json"), dir.join("b.svg"));
+    let out = sh(std::process::Command::new(BIN)
+        .args(["bench", "--quick", "--no-reference", "--json"])
+        .arg(&json)
+        .arg("--svg")
+        .arg(&svg));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "| ferrynet attach |",
+        "| floor: same netlink in-process |",
+        "cross-host pod to pod, vxlan",
+        "agent RSS",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+    }
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(rows.as_array().unwrap().len() >= 10);
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let netns = ok(std::process::Command::new("ip").args(["netns", "list"]));
+    assert!(!netns.contains("ferrynet-bench"), "{netns}");
+}

@@ -3,6 +3,7 @@
 //! in-process), at N containers on one bridge, without and with one published port each.
 //! Batches of A and B alternate so that the machine's drift hits both.
 
+mod chart;
 mod cluster;
 mod cni;
 
@@ -13,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bridge::Driver;
 use crate::firewall::{Firewall, PortMapping, Protocol};
@@ -32,6 +33,15 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw the per-call rows as an SVG chart in this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Skip the cross-host part (throughput, convergence, agent memory).
+    #[arg(long)]
+    no_cluster: bool,
+    /// Measure nothing: draw --svg from a JSON file an earlier run wrote with --json.
+    #[arg(long, requires = "svg")]
+    chart_from: Option<PathBuf>,
     /// Skip the comparison with the reference CNI plugins (the slowest part).
     #[arg(long)]
     no_reference: bool,
@@ -42,7 +52,7 @@ pub struct BenchArgs {
 
 const BATCH: usize = 50;
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Deserialize, Clone)]
 struct Stats {
     n: usize,
     p50_ms: f64,
@@ -86,7 +96,7 @@ fn stats(samples: &[Duration]) -> Stats {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Row {
     name: String,
     stats: Stats,
@@ -116,6 +126,14 @@ fn progress(msg: &str) {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if let (Some(from), Some(svg)) = (&a.chart_from, &a.svg) {
+        let rows: Vec<Row> = serde_json::from_slice(&std::fs::read(from)?)
+            .with_context(|| format!("read {}", from.display()))?;
+        let n = rows.iter().map(|r| r.stats.n).max().unwrap_or(0);
+        let title = format!("ferrynet bench: {n} containers on one bridge");
+        std::fs::write(svg, chart::svg(&rows, &title))?;
+        return Ok(());
+    }
     if a.cluster_only {
         return cluster_table(a.quick);
     }
@@ -169,7 +187,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     print_table(&rows, n, median(&spawn));
-    cluster_table(a.quick)?;
+    if let Some(p) = &a.svg {
+        let title = format!("ferrynet bench: {n} containers on one bridge");
+        std::fs::write(p, chart::svg(&rows, &title))
+            .with_context(|| format!("write {}", p.display()))?;
+    }
+    if !a.no_cluster {
+        cluster_table(a.quick)?;
+    }
     if let Some(p) = a.json {
         std::fs::write(&p, serde_json::to_vec_pretty(&rows)?)
             .with_context(|| format!("write {}", p.display()))?;
