@@ -81,6 +81,71 @@ pub struct CniResult {
     pub ferrynet_del: Vec<Duration>,
     pub reference_add: Vec<Duration>,
     pub reference_del: Vec<Duration>,
+    /// Empty when netavark is not installed.
+    pub netavark_add: Vec<Duration>,
+    pub netavark_del: Vec<Duration>,
+}
+
+pub const NETAVARK: &str = "/usr/lib/podman/netavark";
+
+/// netavark's input for one container: podman does the IPAM, so the address is static.
+fn netavark_conf(i: usize, ports: bool) -> Value {
+    let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 87, 0, 2)) + i as u32);
+    let mappings = if ports {
+        json!([{"host_ip": "", "container_port": 80, "host_port": 10000 + i, "range": 1, "protocol": "tcp"}])
+    } else {
+        json!([])
+    };
+    json!({
+        "container_id": format!("{:064x}", i + 1),
+        "container_name": format!("c{i}"),
+        "port_mappings": mappings,
+        "networks": {"bench": {"static_ips": [ip.to_string()], "interface_name": "eth0"}},
+        "network_info": {"bench": {
+            "name": "bench", "id": format!("{:064x}", 0xbe9c4u64), "driver": "bridge",
+            "network_interface": "nvbench0",
+            "subnets": [{"subnet": "10.87.0.0/16", "gateway": "10.87.0.1"}],
+            "ipv6_enabled": false, "internal": false, "dns_enabled": false,
+            "ipam_options": {"driver": "host-local"}}}
+    })
+}
+
+/// `netavark --config DIR setup|teardown NETNS`, config on stdin, in `host`'s namespace.
+fn netavark(host: &Netns, dir: &Path, verb: &str, c: &Netns, conf: &Value) -> Result<Duration> {
+    let fd = host.fd().as_raw_fd();
+    let mut cmd = Command::new(NETAVARK);
+    cmd.arg("--config")
+        .arg(dir)
+        .arg(verb)
+        .arg(c.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setns is async-signal-safe; the fd outlives the child's start.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let t = Instant::now();
+    let mut child = cmd.spawn().context("run netavark")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(conf.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    let d = t.elapsed();
+    if !out.status.success() {
+        bail!(
+            "netavark {verb} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(d)
 }
 
 /// N containers on one bridge each side, ADD then DEL, in alternating batches.
@@ -126,6 +191,17 @@ pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
     let cs_b = (0..n)
         .map(|i| make(format!("cb{i}")))
         .collect::<Result<Vec<_>>>()?;
+    let with_netavark = Path::new(NETAVARK).exists();
+    let host_c = make("cc".into())?;
+    let cs_c = if with_netavark {
+        (0..n)
+            .map(|i| make(format!("cc{i}")))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    let netavark_dir = tmp.join("netavark");
+    std::fs::create_dir_all(&netavark_dir)?;
 
     let exe = std::env::current_exe()?;
     let cni_path = format!(
@@ -166,6 +242,8 @@ pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
         ferrynet_del: Vec::with_capacity(n),
         reference_add: Vec::with_capacity(n),
         reference_del: Vec::with_capacity(n),
+        netavark_add: Vec::with_capacity(n),
+        netavark_del: Vec::with_capacity(n),
     };
     let mut reference_results = Vec::with_capacity(n);
     for batch in 0..n / BATCH {
@@ -200,6 +278,10 @@ pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
             r.reference_add.push(d);
             reference_results.push(result);
         }
+        for (i, c) in cs_c.iter().enumerate().skip(batch * BATCH).take(BATCH) {
+            let d = netavark(&host_c, &netavark_dir, "setup", c, &netavark_conf(i, ports))?;
+            r.netavark_add.push(d);
+        }
         progress(&format!("{label}: ADD {}/{n}", (batch + 1) * BATCH));
     }
     for batch in 0..n / BATCH {
@@ -230,6 +312,16 @@ pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
             d += exec(&host_b, &bridge_bin, &env("DEL", c, &id, &cni_path), &conf)?.0;
             r.reference_del.push(d);
         }
+        for (i, c) in cs_c.iter().enumerate().skip(batch * BATCH).take(BATCH) {
+            let d = netavark(
+                &host_c,
+                &netavark_dir,
+                "teardown",
+                c,
+                &netavark_conf(i, ports),
+            )?;
+            r.netavark_del.push(d);
+        }
         progress(&format!("{label}: DEL {}/{n}", (batch + 1) * BATCH));
     }
     Ok(r)
@@ -242,7 +334,7 @@ pub fn rows(r: &CniResult, ports: bool) -> Vec<Row> {
     } else {
         ("", "bridge + host-local")
     };
-    vec![
+    let mut rows = vec![
         Row {
             name: format!("CNI ADD{suffix}: ferrynet"),
             stats: stats(&r.ferrynet_add),
@@ -259,5 +351,16 @@ pub fn rows(r: &CniResult, ports: bool) -> Vec<Row> {
             name: format!("CNI DEL{suffix}: reference {reference}"),
             stats: stats(&r.reference_del),
         },
-    ]
+    ];
+    if !r.netavark_add.is_empty() {
+        rows.push(Row {
+            name: format!("netavark 1.4 setup{suffix} (no IPAM: static IP)"),
+            stats: stats(&r.netavark_add),
+        });
+        rows.push(Row {
+            name: format!("netavark 1.4 teardown{suffix}"),
+            stats: stats(&r.netavark_del),
+        });
+    }
+    rows
 }

@@ -223,6 +223,26 @@ fn print_table(rows: &[Row], n: usize, spawn: Duration) {
     }
     let find = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.stats.p50_ms);
     println!();
+    for (suffix, verb, name) in [
+        ("", "setup", "ADD"),
+        (" + 1 port", "setup", "ADD"),
+        ("", "teardown", "DEL"),
+        (" + 1 port", "teardown", "DEL"),
+    ] {
+        let theirs = rows
+            .iter()
+            .find(|r| {
+                r.name.starts_with(&format!("netavark 1.4 {verb}{suffix}"))
+                    && (suffix.is_empty() != r.name.contains("port"))
+            })
+            .map(|r| r.stats.p50_ms);
+        if let (Some(n), Some(f)) = (theirs, find(&format!("CNI {name}{suffix}: ferrynet"))) {
+            println!(
+                "- netavark {verb}{suffix}: {n:.2} ms vs ferrynet CNI {name} {f:.2} ms: **{:.1}x**",
+                n / f
+            );
+        }
+    }
     for (suffix, reference) in [
         ("", "bridge + host-local"),
         (" + 1 port", "bridge + host-local + portmap"),
