@@ -206,6 +206,32 @@ fn iperf(server: &Netns, client: &Netns, server_ip: Ipv4Addr, streams: u32) -> R
     Ok(bps / 1e9)
 }
 
+pub struct RttRow {
+    pub path: String,
+    pub us: f64,
+    pub reference: String,
+    pub reference_us: f64,
+}
+
+/// Average round trip of 50 pings (every 10 ms) from `from` to `ip`, in microseconds.
+fn rtt_us(from: &Netns, ip: Ipv4Addr) -> Result<f64> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", from.path().display()))
+        .args(["ping", "-q", "-c", "50", "-i", "0.01", &ip.to_string()])
+        .output()
+        .context("run ping")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // rtt min/avg/max/mdev = 0.041/0.052/0.080/0.008 ms
+    let avg = text
+        .lines()
+        .find(|l| l.contains("min/avg/max"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .context("ping printed no round-trip times")?;
+    Ok(avg * 1000.0)
+}
+
 pub struct ThroughputRow {
     pub path: String,
     pub streams: u32,
@@ -215,9 +241,10 @@ pub struct ThroughputRow {
 }
 
 /// Same-host pod to pod vs a raw veth pair; cross-host host-gw and vxlan vs the raw underlay.
-pub fn throughput() -> Result<Vec<ThroughputRow>> {
+pub fn throughput() -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
     progress("throughput: raw veth pair, same-host pods, raw underlay, host-gw and vxlan pods");
     let mut rows = Vec::new();
+    let mut rtts = Vec::new();
     // A raw veth pair between two namespaces.
     let mut lab = Lab::new("tp")?;
     let (a, b) = (lab.netns("tpva")?, lab.netns("tpvb")?);
@@ -275,6 +302,22 @@ pub fn throughput() -> Result<Vec<ThroughputRow>> {
             std::thread::sleep(Duration::from_millis(50));
         }
         let underlay_b = Ipv4Addr::new(10, 200, 10, 4);
+        // Latency: 50 pings, average RTT, pod path vs the raw path.
+        let name = if tag == "hg" { "host-gw" } else { "vxlan" };
+        rtts.push(RttRow {
+            path: format!("cross-host pod to pod, {name}"),
+            us: rtt_us(&pa, ipb)?,
+            reference: "raw underlay (host to host)".into(),
+            reference_us: rtt_us(&ha, underlay_b)?,
+        });
+        if backend == BackendKind::HostGw {
+            rtts.push(RttRow {
+                path: "same-host pod to pod (bridge)".into(),
+                us: rtt_us(&pa, ipa2)?,
+                reference: "raw veth pair".into(),
+                reference_us: rtt_us(&a, "10.199.0.2".parse()?)?,
+            });
+        }
         for streams in [1, 4] {
             let raw = iperf(&hb, &ha, underlay_b, streams)?;
             let over = iperf(&pb, &pa, ipb, streams)?;
@@ -302,7 +345,7 @@ pub fn throughput() -> Result<Vec<ThroughputRow>> {
         }
     }
     drop(lab);
-    Ok(rows)
+    Ok((rows, rtts))
 }
 
 /// Convergence: 20 agents run; new hosts join one at a time; for each, the time from its

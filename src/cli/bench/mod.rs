@@ -601,7 +601,7 @@ fn firewall_rows(runs: usize) -> Result<Vec<Row>> {
 }
 
 fn cluster_table(quick: bool) -> Result<()> {
-    let tp = cluster::throughput()?;
+    let (tp, rtts) = cluster::throughput()?;
     let conv = cluster::convergence(20, if quick { 2 } else { 5 })?;
     let (rest, loaded) = cluster::agent_rss()?;
     println!(
@@ -620,6 +620,20 @@ fn cluster_table(quick: bool) -> Result<()> {
             100.0 * r.gbps / r.reference_gbps.max(1e-9)
         );
     }
+    println!("\n### latency (ping, 50 x 10 ms, average round trip; reference in the same run)\n");
+    println!("| path | RTT us | reference | RTT us | ratio |");
+    println!("|---|---:|---|---:|---:|");
+    for r in &rtts {
+        println!(
+            "| {} | {:.0} | {} | {:.0} | {:.2}x |",
+            r.path,
+            r.us,
+            r.reference,
+            r.reference_us,
+            r.us / r.reference_us.max(1e-9)
+        );
+    }
+    let size = std::fs::metadata(std::env::current_exe()?)?.len();
     let s = stats(&conv);
     println!("\n### control plane\n");
     println!("| measure | value |");
@@ -629,6 +643,10 @@ fn cluster_table(quick: bool) -> Result<()> {
         s.p50_ms
     );
     println!("| convergence p99 ({} samples) | {:.1} ms |", s.n, s.p99_ms);
+    println!(
+        "| ferrynet binary (CLI, CNI plugin and agent in one) | {:.1} MiB |",
+        size as f64 / 1048576.0
+    );
     println!("| agent RSS at rest | {:.1} MiB |", rest as f64 / 1024.0);
     println!(
         "| agent RSS with 1,000 peer leases programmed | {:.1} MiB |",
