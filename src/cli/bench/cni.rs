@@ -2,17 +2,14 @@
 //! (bridge + host-local, then portmap), both exec'ed as libcni does: one process per plugin
 //! per call, environment and stdin, prevResult passed along the chain, DEL in reverse.
 
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
-use super::{ns_name, progress, stats, Row, Scenario, BATCH};
+use super::{in_netns, ns_name, progress, run_timed, stats, Row, Scenario, BATCH};
 use crate::netns::{self, Netns};
 
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
@@ -24,42 +21,9 @@ fn exec(
     env: &[(&str, String)],
     conf: &Value,
 ) -> Result<(Duration, Vec<u8>)> {
-    let fd = host.fd().as_raw_fd();
     let mut cmd = Command::new(plugin);
-    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: setns is async-signal-safe; the fd outlives the child's start.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let input = conf.to_string();
-    let t = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("run {}", plugin.display()))?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    let d = t.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{} failed: {} {}",
-            plugin.display(),
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok((d, out.stdout))
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    run_timed(in_netns(&mut cmd, host), conf.to_string().as_bytes())
 }
 
 fn env(command: &str, container: &Netns, id: &str, path: &str) -> Vec<(&'static str, String)> {
@@ -112,40 +76,9 @@ fn netavark_conf(i: usize, ports: bool) -> Value {
 
 /// `netavark --config DIR setup|teardown NETNS`, config on stdin, in `host`'s namespace.
 fn netavark(host: &Netns, dir: &Path, verb: &str, c: &Netns, conf: &Value) -> Result<Duration> {
-    let fd = host.fd().as_raw_fd();
     let mut cmd = Command::new(NETAVARK);
-    cmd.arg("--config")
-        .arg(dir)
-        .arg(verb)
-        .arg(c.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: setns is async-signal-safe; the fd outlives the child's start.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let t = Instant::now();
-    let mut child = cmd.spawn().context("run netavark")?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(conf.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    let d = t.elapsed();
-    if !out.status.success() {
-        bail!(
-            "netavark {verb} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(d)
+    cmd.arg("--config").arg(dir).arg(verb).arg(c.path());
+    Ok(run_timed(in_netns(&mut cmd, host), conf.to_string().as_bytes())?.0)
 }
 
 /// N containers on one bridge each side, ADD then DEL, in alternating batches.

@@ -7,6 +7,7 @@ mod chart;
 mod cluster;
 mod cni;
 
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -294,6 +295,44 @@ fn time_process(cmd: &mut Command) -> Result<Duration> {
     Ok(d)
 }
 
+/// Makes `cmd` start inside `ns` (setns between fork and exec: `ip netns exec` without the new
+/// mount namespace).
+fn in_netns<'c>(cmd: &'c mut Command, ns: &Netns) -> &'c mut Command {
+    let fd = ns.fd().as_raw_fd();
+    // SAFETY: setns is async-signal-safe; the fd outlives the child's start (the caller holds
+    // the Netns while it spawns).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Runs `cmd` with `stdin`, timed from spawn to exit; returns its stdout, or fails with its
+/// output.
+fn run_timed(cmd: &mut Command, stdin: &[u8]) -> Result<(Duration, Vec<u8>)> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("run {cmd:?}"))?;
+    child.stdin.take().expect("piped").write_all(stdin)?;
+    let out = child.wait_with_output()?;
+    let d = t.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {} {}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok((d, out.stdout))
+}
+
 fn spawn_floor(runs: usize) -> Result<Vec<Duration>> {
     (0..runs)
         .map(|_| time_process(&mut Command::new("/bin/true")))
@@ -365,22 +404,12 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
     })??;
 
     let exe = std::env::current_exe()?;
-    let host_a_fd = host_a.fd().as_raw_fd();
     let ferrynet = |args: &[&str]| -> Result<Duration> {
         let mut cmd = Command::new(&exe);
         cmd.args(args)
             .env("FERRYNET_STATE_DIR", &state)
             .env("FERRYNET_RUN_DIR", &run_dir);
-        // SAFETY: setns is async-signal-safe; the fd outlives the child's start.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(host_a_fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        time_process(&mut cmd)
+        time_process(in_netns(&mut cmd, &host_a))
     };
 
     let mut r = ScenarioResult {
@@ -530,7 +559,6 @@ fn firewall_rows(runs: usize) -> Result<Vec<Row>> {
         run_dir: None,
     };
     let host = Netns::open(&path)?;
-    let host_fd = host.fd().as_raw_fd();
     let net = NetworkConfig::new("fw", "10.91.0.0/16".parse()?, None, None, 1500)?;
     host.run(|| -> Result<()> {
         Driver::new(StateDir::new(std::env::temp_dir().join("unused")))
@@ -540,16 +568,7 @@ fn firewall_rows(runs: usize) -> Result<Vec<Row>> {
     let nft = |script: String| -> Result<Duration> {
         let mut cmd = Command::new("nft");
         cmd.arg(script);
-        // SAFETY: setns is async-signal-safe; the fd outlives the child's start.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(host_fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        time_process(&mut cmd)
+        time_process(in_netns(&mut cmd, &host))
     };
     let (mut spawn_add, mut spawn_del, mut nl_add, mut nl_del) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
