@@ -74,23 +74,12 @@ impl Netns {
         })
     }
 
-    /// The namespace of the calling thread.
-    pub fn current() -> Result<Netns, NetnsError> {
-        Netns::open(Path::new("/proc/thread-self/ns/net"))
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
-    }
-
-    /// The namespace's inode number: equal for two handles on the same namespace.
-    pub fn inode(&self) -> io::Result<u64> {
-        use std::os::unix::fs::MetadataExt;
-        Ok(self.file.metadata()?.ino())
     }
 
     /// Runs `f` on a new thread that has entered this namespace, and returns its result.

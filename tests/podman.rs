@@ -83,25 +83,25 @@ network_config_dir = "{d}/cni"
             .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
     }
 
-    fn podman(&self, args: &[&str]) -> String {
+    /// `podman ARGS` in the host's namespace with the private configuration.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.host.ns.name))
             .arg("podman")
             .args(args);
-        ok(self.env(&mut cmd))
+        self.env(&mut cmd);
+        cmd
+    }
+
+    fn podman(&self, args: &[&str]) -> String {
+        ok(&mut self.command(args))
     }
 }
 
 impl Drop for Podman<'_> {
     fn drop(&mut self) {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", self.host.ns.name))
-            .args(["podman", "rm", "-f", "-t", "0", "--all"]);
-        let _ = self.env(&mut cmd).output();
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", self.host.ns.name))
-            .args(["podman", "rmi", "-a", "-f"]);
-        let _ = self.env(&mut cmd).output();
+        let _ = self.command(&["rm", "-f", "-t", "0", "--all"]).output();
+        let _ = self.command(&["rmi", "-a", "-f"]).output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

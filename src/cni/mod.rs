@@ -34,8 +34,10 @@ pub fn main() -> ExitCode {
     let reply_version = config::requested_version(&stdin)
         .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
         .unwrap_or_else(|| "1.1.0".to_string());
-    let log_file = config::parse(&stdin).ok().and_then(|c| c.log_file);
-    let outcome = run(&command, &stdin);
+    // Parsed once: the log file must be known even when the command fails.
+    let conf = config::parse(&stdin);
+    let log_file = conf.as_ref().ok().and_then(|c| c.log_file.clone());
+    let outcome = run(&command, &stdin, conf);
     let mut out = std::io::stdout().lock();
     match outcome {
         Ok(reply) => {
@@ -128,7 +130,11 @@ fn read_env(command: &str) -> Result<Env, CniError> {
     })
 }
 
-fn run(command: &str, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+fn run(
+    command: &str,
+    stdin: &[u8],
+    conf: Result<NetConf, CniError>,
+) -> Result<Option<Value>, CniError> {
     if command == "VERSION" {
         return Ok(Some(version_reply(stdin)));
     }
@@ -138,7 +144,7 @@ fn run(command: &str, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         )));
     }
     let env = read_env(command)?;
-    let mut conf = config::parse(stdin)?;
+    let mut conf = conf?;
     let state = match &conf.state_dir {
         // FERRYNET_STATE_DIR wins over the configuration's stateDir.
         Some(dir) if std::env::var_os("FERRYNET_STATE_DIR").is_none() => StateDir::resolve(

@@ -294,12 +294,6 @@ impl Handle {
         self.ack(m)
     }
 
-    pub fn delete_link(&mut self, index: u32) -> Result<(), NetlinkError> {
-        let mut m = Message::new(RTM_DELLINK, 0);
-        m.header(&ifinfomsg(AF_UNSPEC, index, 0, 0));
-        self.ack(m)
-    }
-
     /// Deletes a link by name; a link that does not exist is not an error.
     pub fn delete_link_by_name(&mut self, name: &str) -> Result<bool, NetlinkError> {
         let mut m = Message::new(RTM_DELLINK, 0);
@@ -366,26 +360,6 @@ impl Handle {
             }
         }
         Err(NetlinkError::Malformed("no NETCONFA_FORWARDING in reply"))
-    }
-
-    pub fn set_down(&mut self, index: u32) -> Result<(), NetlinkError> {
-        let mut m = Message::new(RTM_NEWLINK, 0);
-        m.header(&ifinfomsg(AF_UNSPEC, index, 0, IFF_UP));
-        self.ack(m)
-    }
-
-    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
-        let mut m = Message::new(RTM_NEWLINK, 0);
-        m.header(&ifinfomsg(AF_UNSPEC, index, 0, 0));
-        m.attr_u32(IFLA_MTU, mtu);
-        self.ack(m)
-    }
-
-    pub fn set_master(&mut self, index: u32, master: u32) -> Result<(), NetlinkError> {
-        let mut m = Message::new(RTM_NEWLINK, 0);
-        m.header(&ifinfomsg(AF_UNSPEC, index, 0, 0));
-        m.attr_u32(IFLA_MASTER, master);
-        self.ack(m)
     }
 
     // ----- addresses -----

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{ns_name, progress, Scenario};
+use super::{progress, Scenario};
 use crate::agent::AgentConfig;
 use crate::bridge::{AttachRequest, Driver};
 use crate::cluster::{BackendKind, ClusterConfig};
 use crate::netlink::{Handle, Mac, VethSpec, PROTO_FERRYNET};
-use crate::netns::{self, Netns};
+use crate::netns::Netns;
 use crate::network::{NetworkConfig, StateDir};
 
 /// A throwaway topology: namespaces, a fabric, in-process agents; all removed on drop.
@@ -38,9 +38,7 @@ impl Lab {
             state: dir.clone(),
             run_dir: None,
         };
-        let name = ns_name(&format!("{tag}f"));
-        let fabric = Netns::open(&netns::create_named(&name)?)?;
-        sc.names.push(name);
+        let fabric = sc.netns(&format!("{tag}f"))?;
         let fab0 = fabric.run(|| -> Result<u32> {
             let mut h = Handle::new()?;
             h.create_bridge("fab0", 1500, Mac::from_seed("fab0"))?;
@@ -59,10 +57,7 @@ impl Lab {
     }
 
     fn netns(&mut self, tag: &str) -> Result<Netns> {
-        let name = ns_name(tag);
-        let ns = Netns::open(&netns::create_named(&name)?)?;
-        self.sc.names.push(name);
-        Ok(ns)
+        self.sc.netns(tag)
     }
 
     /// A host on the fabric with `eth0` = 10.200.x.y/16.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
-use super::{in_netns, ns_name, progress, run_timed, stats, Row, Scenario, BATCH};
-use crate::netns::{self, Netns};
+use super::{in_netns, progress, run_timed, stats, Row, Scenario, BATCH};
+use crate::netns::Netns;
 
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
 
@@ -110,12 +110,7 @@ pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
         "{label}: creating 2 hosts and {} container namespaces",
         2 * n
     ));
-    let mut make = |tag: String| -> Result<Netns> {
-        let name = ns_name(&tag);
-        let path = netns::create_named(&name)?;
-        sc.names.push(name);
-        Ok(Netns::open(&path)?)
-    };
+    let mut make = |tag: String| sc.netns(&tag);
     let host_a = make("ca".into())?;
     let host_b = make("cb".into())?;
     let cs_a = (0..n)

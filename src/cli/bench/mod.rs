@@ -110,6 +110,16 @@ struct Scenario {
     run_dir: Option<PathBuf>,
 }
 
+impl Scenario {
+    /// A new named namespace (`ferrynet-bench-PID-TAG`), deleted with the scenario.
+    fn netns(&mut self, tag: &str) -> Result<Netns> {
+        let name = ns_name(tag);
+        let ns = Netns::open(&netns::create_named(&name)?)?;
+        self.names.push(name);
+        Ok(ns)
+    }
+}
+
 impl Drop for Scenario {
     fn drop(&mut self) {
         for n in &self.names {
@@ -366,12 +376,7 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
         "{label}: creating 2 hosts and {} container namespaces",
         2 * n
     ));
-    let mut make = |tag: String| -> Result<Netns> {
-        let name = ns_name(&tag);
-        let path = netns::create_named(&name)?;
-        sc.names.push(name);
-        Ok(Netns::open(&path)?)
-    };
+    let mut make = |tag: String| sc.netns(&tag);
     let host_a = make("a".into())?;
     let host_b = make("b".into())?;
     let cs_a = (0..n)
