@@ -9,7 +9,8 @@ require_root
 install_missing protoc protobuf-compiler etcd etcd-server iperf3 iperf3 openssl openssl \
   ip iproute2 nft nftables ping iputils-ping iptables iptables \
   /usr/lib/cni/host-local containernetworking-plugins \
-  podman podman runc runc pkg: busybox-static nsenter util-linux containerd containerd
+  podman podman runc runc pkg: busybox-static nsenter util-linux containerd containerd \
+  bird bird2
 
 cargo build --features failpoints --all-targets
 cargo test --features failpoints -- --test-threads "${TEST_THREADS:-4}"

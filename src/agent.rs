@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 
 use crate::backend::{Dataplane, Local, Peer};
+use crate::bgp::{BgpConfig, Site, Speaker};
+use crate::cluster::BackendKind;
 use crate::cluster::{self, ClusterConfig, Lease, LeaseAttrs, Store, StoreError};
 use crate::firewall::{Firewall, FirewallError};
 use crate::metrics::Metrics;
@@ -54,6 +56,8 @@ pub struct AgentConfig {
     pub resync: Duration,
     /// Serve Prometheus metrics here.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Speak BGP through BIRD (backend bgp, or auto preferring BGP routes where they exist).
+    pub bgp: Option<BgpConfig>,
 }
 
 fn log(msg: &str) {
@@ -134,6 +138,11 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         .validate()
         .map_err(|e| AgentError::Uplink(format!("invalid cluster configuration: {e}")))?;
     let cluster = store.init_config(&cfg.cluster)?;
+    if cluster.backend == BackendKind::Bgp && cfg.bgp.is_none() {
+        return Err(AgentError::Uplink(
+            "the cluster's backend is bgp: this agent needs its BGP settings".into(),
+        ));
+    }
     let mut h = Handle::new()?;
     let (uplink_index, public_ip, uplink_mtu) = find_uplink(&mut h, cfg)?;
     let vtep_mac = Mac::from_seed(&format!("ferrynet-vtep/{}", cfg.node_name));
@@ -142,6 +151,7 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         public_ip,
         backend: cluster.backend,
         vtep_mac: Some(vtep_mac),
+        bgp_as: cfg.bgp.as_ref().map(|b| b.local_as),
     };
     let preferred = read_subnet_file(&cfg.subnet_file);
     let mut lease = store.acquire(&cluster, &attrs, preferred, cfg.lease_ttl)?;
@@ -162,6 +172,20 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         cfg.vni,
         cfg.port,
     );
+    if let Some(bgp) = &cfg.bgp {
+        let uplink = h
+            .link_by_index(uplink_index)?
+            .map(|l| l.name)
+            .ok_or_else(|| AgentError::Uplink(format!("ifindex {uplink_index} vanished")))?;
+        let site = Site {
+            node: cfg.node_name.clone(),
+            address: public_ip,
+            uplink,
+            subnet: lease.subnet,
+            cluster: cluster.network,
+        };
+        dataplane = dataplane.with_speaker(Speaker::new(bgp.clone(), site));
+    }
     dataplane.setup(&mut h)?;
     if !h.ipv4_forwarding()? {
         crate::netns::write_sysctl("net/ipv4/ip_forward", "1").map_err(|source| {
@@ -188,6 +212,13 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         log(&format!("metrics on http://{bound}/metrics"));
     }
 
+    // auto hands a peer to BGP once BIRD has a route for it: look often, BIRD's routes come
+    // and go without the store changing.
+    let resync_every = if cluster.backend == BackendKind::Auto && dataplane.speaker().is_some() {
+        cfg.resync.min(Duration::from_secs(2))
+    } else {
+        cfg.resync
+    };
     let renew_every = cfg.lease_ttl / 3;
     let mut renew_at = Instant::now() + renew_every;
     let mut resync_at = Instant::now();
@@ -233,6 +264,12 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                 Err(e) => log(&format!("renewing the lease: {e}; retrying")),
             }
         }
+        if dataplane.speaker().is_some_and(|s| !s.alive()) {
+            if revision != u64::MAX {
+                log("BIRD is not running; starting it again");
+            }
+            revision = u64::MAX;
+        }
         if snapshot.revision == revision && Instant::now() < resync_at {
             continue;
         }
@@ -254,19 +291,23 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                     .peers_direct
                     .store(report.direct_peers as u64, Ordering::Relaxed);
                 metrics
+                    .peers_bgp
+                    .store(report.bgp_peers as u64, Ordering::Relaxed);
+                metrics
                     .peers_refused
                     .store(report.refused.len() as u64, Ordering::Relaxed);
                 metrics
                     .dataplane_changes
                     .fetch_add(report.changes as u64, Ordering::Relaxed);
                 revision = snapshot.revision;
-                resync_at = Instant::now() + cfg.resync;
+                resync_at = Instant::now() + resync_every;
                 if report.changes > 0 {
                     log(&format!(
-                        "{} peers ({} via vxlan, {} direct): {} changes",
+                        "{} peers ({} via vxlan, {} direct, {} via bgp): {} changes",
                         peers.len(),
                         report.vxlan_peers,
                         report.direct_peers,
+                        report.bgp_peers,
                         report.changes
                     ));
                 }
@@ -290,6 +331,13 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         match store.release(&lease) {
             Ok(()) => log(&format!("released {}", lease.subnet)),
             Err(e) => log(&format!("releasing {}: {e}", lease.subnet)),
+        }
+        // Leaving for good: BIRD closes its sessions, so peers drop this host's routes now.
+        if let Some(s) = dataplane.speaker() {
+            match s.shutdown() {
+                Ok(()) => log("BIRD stopped"),
+                Err(e) => log(&format!("stopping BIRD: {e}")),
+            }
         }
     }
     log("stopped; the data plane is left as it is");
@@ -329,6 +377,7 @@ fn peers_of(cluster: &ClusterConfig, own: &Lease, leases: &[Lease]) -> Vec<Peer>
             subnet: l.subnet,
             public_ip: l.attrs.public_ip,
             vtep_mac: l.attrs.vtep_mac,
+            bgp_as: l.attrs.bgp_as,
         })
         .collect()
 }

@@ -2,29 +2,36 @@
 //! VXLAN the device, FDB and neighbour entries) and reconciles: desired vs actual, only the
 //! difference applied, only what ferrynet owns touched (routes carry rtm_protocol
 //! PROTO_FERRYNET; FDB and neighbour entries live on ferrynet's VXLAN device). Nothing is ever
-//! flushed on start or stop, so a restarted agent does not interrupt traffic.
+//! flushed on start or stop, so a restarted agent does not interrupt traffic. With BGP, BIRD
+//! (driven through [`crate::bgp::Speaker`]) installs the routes and ferrynet installs none for
+//! the peers it learned them for.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::bgp::{BgpError, MeshPeer, Speaker, PROTO_BIRD};
 use crate::cluster::BackendKind;
 use crate::netlink::{Handle, Mac, NetlinkError, Route, VxlanSpec, PROTO_FERRYNET};
 
 pub const VXLAN_OVERHEAD: u32 = 50;
 
 #[derive(Debug, thiserror::Error)]
-#[error("{step}: {source}")]
-pub struct BackendError {
-    step: String,
-    #[source]
-    source: NetlinkError,
+pub enum BackendError {
+    #[error("{step}: {source}")]
+    Netlink {
+        step: String,
+        #[source]
+        source: NetlinkError,
+    },
+    #[error("bgp: {0}")]
+    Bgp(#[from] BgpError),
 }
 
 fn step(s: impl Into<String>) -> impl FnOnce(NetlinkError) -> BackendError {
     let step = s.into();
-    move |source| BackendError { step, source }
+    move |source| BackendError::Netlink { step, source }
 }
 
 /// A remote host, as its lease describes it.
@@ -34,6 +41,8 @@ pub struct Peer {
     pub subnet: Ipv4Net,
     pub public_ip: Ipv4Addr,
     pub vtep_mac: Option<Mac>,
+    /// Its AS, when it speaks BGP.
+    pub bgp_as: Option<u32>,
 }
 
 /// This host's side of the data plane.
@@ -50,6 +59,8 @@ pub struct Local {
 pub struct Report {
     pub vxlan_peers: usize,
     pub direct_peers: usize,
+    /// Peers whose subnet BGP routes (BIRD's kernel routes, not ferrynet's).
+    pub bgp_peers: usize,
     /// Peers host-gw cannot reach directly (not on this L2 segment): never routed.
     pub refused: Vec<String>,
     pub changes: usize,
@@ -61,6 +72,7 @@ pub struct Dataplane {
     vni: u32,
     port: u16,
     vxlan_index: Option<u32>,
+    speaker: Option<Speaker>,
 }
 
 impl Dataplane {
@@ -71,7 +83,22 @@ impl Dataplane {
             vni,
             port,
             vxlan_index: None,
+            speaker: None,
         }
+    }
+
+    /// BGP through BIRD: required for `bgp`, preferred over the other paths by `auto`.
+    pub fn with_speaker(mut self, speaker: Speaker) -> Dataplane {
+        self.speaker = Some(speaker);
+        self
+    }
+
+    pub fn speaker(&self) -> Option<&Speaker> {
+        self.speaker.as_ref()
+    }
+
+    fn uses_vxlan(&self) -> bool {
+        matches!(self.kind, BackendKind::Vxlan | BackendKind::Auto)
     }
 
     pub fn vxlan_name(&self) -> String {
@@ -80,9 +107,10 @@ impl Dataplane {
 
     /// The MTU containers should use: the uplink's, less VXLAN's overhead when it may be used.
     pub fn mtu(&self) -> u32 {
-        match self.kind {
-            BackendKind::HostGw => self.local.uplink_mtu,
-            _ => self.local.uplink_mtu - VXLAN_OVERHEAD,
+        if self.uses_vxlan() {
+            self.local.uplink_mtu - VXLAN_OVERHEAD
+        } else {
+            self.local.uplink_mtu
         }
     }
 
@@ -90,7 +118,7 @@ impl Dataplane {
     /// from the node (stable across restarts, so peers' FDB entries stay right), the subnet's
     /// network address /32, up.
     pub fn setup(&mut self, h: &mut Handle) -> Result<(), BackendError> {
-        if self.kind == BackendKind::HostGw {
+        if !self.uses_vxlan() {
             return Ok(());
         }
         let name = self.vxlan_name();
@@ -151,7 +179,12 @@ impl Dataplane {
         let mut routes = BTreeSet::new();
         let mut fdb = BTreeSet::new();
         let mut neigh = BTreeSet::new();
+        let bgp_routed = self.reconcile_bgp(h, peers)?;
         for p in peers {
+            if self.kind == BackendKind::Bgp || bgp_routed.contains(&p.subnet) {
+                report.bgp_peers += 1;
+                continue;
+            }
             let direct = match self.kind {
                 BackendKind::Vxlan => None,
                 _ => self.direct(h, p.public_ip)?,
@@ -237,6 +270,38 @@ impl Dataplane {
             self.apply_routes(h, &routes, &mut report)?;
         }
         Ok(report)
+    }
+
+    /// Hands the peers to BIRD; returns the subnets BGP routes in the kernel now.
+    fn reconcile_bgp(
+        &mut self,
+        h: &mut Handle,
+        peers: &[Peer],
+    ) -> Result<BTreeSet<Ipv4Net>, BackendError> {
+        let Some(speaker) = self.speaker.as_mut() else {
+            return Ok(BTreeSet::new());
+        };
+        let mut mesh: Vec<MeshPeer> = Vec::new();
+        if speaker.config().mesh {
+            mesh = peers
+                .iter()
+                .filter_map(|p| {
+                    Some(MeshPeer {
+                        ip: p.public_ip,
+                        asn: p.bgp_as?,
+                        node: p.node.clone(),
+                    })
+                })
+                .collect();
+            mesh.sort();
+        }
+        speaker.reconcile(&mesh)?;
+        Ok(h.routes()
+            .map_err(step("list routes"))?
+            .into_iter()
+            .filter(|r| r.protocol == PROTO_BIRD)
+            .map(|r| r.dst)
+            .collect())
     }
 
     fn apply_routes(

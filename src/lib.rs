@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod bgp;
 pub mod bridge;
 pub mod cli;
 pub mod cluster;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 pub struct Metrics {
     pub peers_vxlan: AtomicU64,
     pub peers_direct: AtomicU64,
+    pub peers_bgp: AtomicU64,
     /// Peers host-gw cannot reach directly (never routed).
     pub peers_refused: AtomicU64,
     pub reconciles: AtomicU64,
@@ -32,6 +33,10 @@ impl Metrics {
         out.push_str(&format!(
             "ferrynet_peers{{path=\"direct\"}} {}\n",
             g(&self.peers_direct)
+        ));
+        out.push_str(&format!(
+            "ferrynet_peers{{path=\"bgp\"}} {}\n",
+            g(&self.peers_bgp)
         ));
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             out.push_str(&format!(

@@ -4,107 +4,9 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::PathBuf;
 
 use common::*;
-use serde_json::json;
-
-/// An agent process in a host; stopped (SIGTERM, then SIGKILL) on drop.
-struct Agent {
-    child: Option<Child>,
-}
-
-impl Agent {
-    fn start(host: &Host, store: &Path, backend: &str, node: &str, extra: &[&str]) -> Agent {
-        Agent::start_with_env(host, store, backend, node, extra, &[])
-    }
-
-    fn start_with_env(
-        host: &Host,
-        store: &Path,
-        backend: &str,
-        node: &str,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> Agent {
-        let mut args = vec![
-            "agent",
-            "--store",
-            &format!("file:{}", store.display()),
-            "--cluster-cidr",
-            "10.244.0.0/16",
-            "--backend",
-            backend,
-            "--iface",
-            "eth0",
-            "--node-name",
-            node,
-            "--lease-ttl",
-            "6s",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-        args.push("--subnet-file".into());
-        args.push(subnet_file(host).to_string_lossy().into_owned());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        std::fs::create_dir_all(&host.state).unwrap();
-        let log = std::fs::File::create(host.state.join(format!("agent-{node}.log"))).unwrap();
-        let child = host
-            .ferrynet_cmd(&argv)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let agent = Agent { child: Some(child) };
-        assert!(
-            eventually(10, || subnet_file(host).exists()),
-            "agent on {node} wrote no subnet file"
-        );
-        agent
-    }
-
-    /// SIGTERM and wait: a graceful stop.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(c) = &self.child {
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-        }
-        if let Some(mut c) = self.child.take() {
-            if !eventually(5, || matches!(c.try_wait(), Ok(Some(_)))) {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
-fn subnet_file(host: &Host) -> PathBuf {
-    host.state.join("subnet.env")
-}
-
-fn leased_subnet(host: &Host) -> String {
-    std::fs::read_to_string(subnet_file(host))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("FERRYNET_SUBNET=").map(str::to_string))
-        .unwrap()
-}
 
 struct Cluster {
     hosts: Vec<Host>,
@@ -136,28 +38,6 @@ fn cluster(n: usize, backend: &str) -> Cluster {
         _fabric: fabric,
         store,
     }
-}
-
-fn pod_conf(host: &Host) -> serde_json::Value {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": "pods",
-        "type": "ferrynet",
-        "bridge": "fypods0",
-        "subnet": "auto",
-        "subnetFile": subnet_file(host).to_string_lossy(),
-    })
-}
-
-fn ip_of(result: &serde_json::Value) -> Ipv4Addr {
-    result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// Two containers per host; every container pings every other; a TCP peer on the last host
@@ -345,38 +225,12 @@ fn a_restarted_agent_keeps_its_subnet_and_the_traffic() {
 fn routed_cluster(backend: &str) -> (Cluster, Fabric, Ns) {
     let f1 = Fabric::new();
     let f2 = Fabric::new();
-    let router = Ns::new("r");
-    for (f, ip, port) in [(&f1, "10.200.0.1/24", "r0"), (&f2, "10.210.0.1/24", "r1")] {
-        f.ns.exec(&[
-            "ip",
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "up0",
-            "netns",
-            &router.name,
-        ]);
-        f.ns.exec(&["ip", "link", "set", port, "master", "fab0", "up"]);
-        router.exec(&["ip", "link", "set", "up0", "name", port]);
-        router.exec(&["ip", "addr", "add", ip, "dev", port]);
-        router.exec(&["ip", "link", "set", port, "up"]);
-    }
-    router.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+    let router = router(&[(&f1, "10.200.0.1/24"), (&f2, "10.210.0.1/24")]);
     let store = std::env::temp_dir().join(format!("ferrynet-cluster-{}.json", f1.ns.name));
     let hosts: Vec<Host> = (0..3).map(|_| Host::new()).collect();
     let mut agents = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
-        let (f, ip, gw) = if i < 2 {
-            (&f1, format!("10.200.0.{}", 11 + i), "10.200.0.1")
-        } else {
-            (&f2, "10.210.0.13".to_string(), "10.210.0.1")
-        };
-        f.plug(h, &ip, &format!("p{i}"));
-        h.ns.exec(&["ip", "route", "add", "default", "via", gw]);
+        plug_routed(&f1, &f2, h, i);
         let metrics: &[&str] = if i == 0 {
             &["--metrics", "127.0.0.1:9105"]
         } else {
@@ -399,21 +253,10 @@ fn routed_cluster(backend: &str) -> (Cluster, Fabric, Ns) {
     (c, f2, router)
 }
 
-fn pods_on(c: &Cluster) -> Vec<(Ns, Ipv4Addr)> {
-    c.hosts
-        .iter()
-        .map(|h| {
-            let ns = Ns::new("c");
-            let r = cni_add(h, &ns, &pod_conf(h));
-            (ns, ip_of(&r))
-        })
-        .collect()
-}
-
 #[test]
 fn vxlan_crosses_a_router() {
     let (c, _f2, _router) = routed_cluster("vxlan");
-    let pods = pods_on(&c);
+    let pods = pods_on(&c.hosts);
     for (from, _) in &pods {
         for (_, to) in &pods {
             assert!(
@@ -428,7 +271,7 @@ fn vxlan_crosses_a_router() {
 #[test]
 fn host_gw_refuses_peers_behind_a_router() {
     let (c, _f2, _router) = routed_cluster("host-gw");
-    let pods = pods_on(&c);
+    let pods = pods_on(&c.hosts);
     // Same segment: routed directly.
     assert!(eventually(10, || pods[0].0.ping(&pods[1].1.to_string())));
     // Across the router: refused, with a log line, never a broken route.
@@ -465,7 +308,7 @@ fn host_gw_refuses_peers_behind_a_router() {
 #[test]
 fn auto_picks_direct_routes_or_vxlan_per_peer() {
     let (c, _f2, _router) = routed_cluster("auto");
-    let pods = pods_on(&c);
+    let pods = pods_on(&c.hosts);
     for (from, _) in &pods {
         for (_, to) in &pods {
             assert!(

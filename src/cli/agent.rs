@@ -67,6 +67,49 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9105).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// This host's AS for BGP (backend bgp; with auto, turns BGP on) [default: 64512].
+    #[arg(long, value_parser = crate::bgp::parse_asn)]
+    bgp_as: Option<u32>,
+    /// A BGP router or route reflector to peer with: IP[,AS] (without AS: this host's AS,
+    /// iBGP). Repeatable. Turns the full mesh off unless --bgp-mesh on.
+    #[arg(long = "bgp-peer")]
+    bgp_peers: Vec<crate::bgp::BgpPeer>,
+    /// A BGP session to every other host [default: on without --bgp-peer, off with it].
+    #[arg(long, value_parser = ["on", "off"])]
+    bgp_mesh: Option<String>,
+    /// Seconds of silence before a BGP session, and the routes learned over it, are dropped.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u16).range(3..=65535))]
+    bgp_hold_time: u16,
+    /// Drive an already-running BIRD on this control socket instead of starting one: its
+    /// configuration must `include "STATE_DIR/bird/ferrynet.conf";`.
+    #[arg(long)]
+    bird_socket: Option<PathBuf>,
+}
+
+impl AgentArgs {
+    /// BGP is on for backend bgp, and for auto when any BGP setting is given.
+    fn bgp(&self, state: &crate::network::StateDir) -> Option<crate::bgp::BgpConfig> {
+        let wanted = self.backend == BackendKind::Bgp
+            || self.bgp_as.is_some()
+            || !self.bgp_peers.is_empty()
+            || self.bgp_mesh.is_some()
+            || self.bird_socket.is_some();
+        wanted.then(|| crate::bgp::BgpConfig {
+            local_as: self.bgp_as.unwrap_or(crate::bgp::DEFAULT_AS),
+            peers: self.bgp_peers.clone(),
+            mesh: match self.bgp_mesh.as_deref() {
+                Some(m) => m == "on",
+                None => self.bgp_peers.is_empty(),
+            },
+            hold_time: self.bgp_hold_time,
+            config_dir: state.root().join("bird"),
+            socket: self
+                .bird_socket
+                .clone()
+                .unwrap_or_else(|| state.run_dir().join("bird.ctl")),
+            external: self.bird_socket.is_some(),
+        })
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -98,7 +141,11 @@ pub fn run(a: AgentArgs, state: &crate::network::StateDir) -> Result<()> {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);
         }
     }
+    if a.bgp(state).is_some() && !matches!(a.backend, BackendKind::Bgp | BackendKind::Auto) {
+        anyhow::bail!("--bgp-* settings need --backend bgp or auto");
+    }
     let cfg = AgentConfig {
+        bgp: a.bgp(state),
         store: a
             .store
             .unwrap_or_else(|| format!("file:{}", state.root().join("cluster.json").display())),

@@ -310,6 +310,7 @@ fn cross_host(host_a: &Netns, state: &std::path::Path) -> Result<()> {
             port: 8472,
             resync: Duration::from_secs(30),
             metrics: None,
+            bgp: None,
         };
         let stop = stop.clone();
         agents.push(std::thread::spawn(move || -> Result<()> {

@@ -2,6 +2,7 @@
 
 mod agent;
 mod bench;
+mod bgp;
 mod demo;
 mod network;
 mod run;
@@ -52,7 +53,10 @@ enum Command {
     /// Measure per-container attach/detach against the kernel's floor (prints a table).
     Bench(bench::BenchArgs),
     /// The host agent: lease this host's subnet and route to every other host's.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
+    /// BGP (backend bgp): the sessions and prefixes of this host's BIRD.
+    #[command(subcommand)]
+    Bgp(bgp::BgpCmd),
 }
 
 #[derive(clap::Args)]
@@ -106,7 +110,8 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(&state, a),
         Command::Demo(a) => demo::run(a).map(|_| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).map(|_| ExitCode::SUCCESS),
-        Command::Agent(a) => agent::run(a, &state).map(|_| ExitCode::SUCCESS),
+        Command::Agent(a) => agent::run(*a, &state).map(|_| ExitCode::SUCCESS),
+        Command::Bgp(c) => bgp::run(c, &state).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ fn attrs(node: &str, last: u8) -> LeaseAttrs {
         public_ip: Ipv4Addr::new(10, 200, 0, last),
         backend: BackendKind::Vxlan,
         vtep_mac: None,
+        bgp_as: None,
     }
 }
 

@@ -49,6 +49,8 @@ pub enum BackendKind {
     Vxlan,
     HostGw,
     Auto,
+    /// Routes announced over BGP by BIRD (see `crate::bgp`).
+    Bgp,
 }
 
 impl std::str::FromStr for BackendKind {
@@ -58,8 +60,9 @@ impl std::str::FromStr for BackendKind {
             "vxlan" => Ok(BackendKind::Vxlan),
             "host-gw" => Ok(BackendKind::HostGw),
             "auto" => Ok(BackendKind::Auto),
+            "bgp" => Ok(BackendKind::Bgp),
             _ => Err(format!(
-                "unknown backend {s:?} (expected vxlan, host-gw or auto)"
+                "unknown backend {s:?} (expected vxlan, host-gw, auto or bgp)"
             )),
         }
     }
@@ -105,6 +108,9 @@ pub struct LeaseAttrs {
     pub backend: BackendKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtep_mac: Option<Mac>,
+    /// This host's AS when it speaks BGP (backend bgp, or auto with BGP configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp_as: Option<u32>,
 }
 
 /// `<prefix>/subnets/<ip>-<len>`.
@@ -276,6 +282,7 @@ mod tests {
                 public_ip: Ipv4Addr::from(ip),
                 backend: BackendKind::Vxlan,
                 vtep_mac: None,
+                bgp_as: None,
             },
             expires: u64::MAX,
         }

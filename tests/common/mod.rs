@@ -4,8 +4,10 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::json;
 
 use ferrynet::netns::Netns;
 
@@ -83,6 +85,19 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
+        // Daemons a test started inside (BIRD daemonizes) would keep the namespace alive.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
@@ -388,4 +403,178 @@ impl Drop for ContinuousPing {
             let _ = c.wait();
         }
     }
+}
+
+/// An agent process in a host; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Agent {
+    pub child: Option<Child>,
+}
+
+impl Agent {
+    pub fn start(host: &Host, store: &Path, backend: &str, node: &str, extra: &[&str]) -> Agent {
+        Agent::start_with_env(host, store, backend, node, extra, &[])
+    }
+
+    pub fn start_with_env(
+        host: &Host,
+        store: &Path,
+        backend: &str,
+        node: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let mut args = vec![
+            "agent",
+            "--store",
+            &format!("file:{}", store.display()),
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--backend",
+            backend,
+            "--iface",
+            "eth0",
+            "--node-name",
+            node,
+            "--lease-ttl",
+            "6s",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.push("--subnet-file".into());
+        args.push(subnet_file(host).to_string_lossy().into_owned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        std::fs::create_dir_all(&host.state).unwrap();
+        let log = std::fs::File::create(host.state.join(format!("agent-{node}.log"))).unwrap();
+        let child = host
+            .ferrynet_cmd(&argv)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let agent = Agent { child: Some(child) };
+        assert!(
+            eventually(10, || subnet_file(host).exists()),
+            "agent on {node} wrote no subnet file"
+        );
+        agent
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            if !eventually(5, || matches!(c.try_wait(), Ok(Some(_)))) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+pub fn subnet_file(host: &Host) -> PathBuf {
+    host.state.join("subnet.env")
+}
+
+pub fn leased_subnet(host: &Host) -> String {
+    std::fs::read_to_string(subnet_file(host))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("FERRYNET_SUBNET=").map(str::to_string))
+        .unwrap()
+}
+
+/// A CNI configuration for the pods of `host`: its subnet is the agent's lease.
+pub fn pod_conf(host: &Host) -> serde_json::Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "pods",
+        "type": "ferrynet",
+        "bridge": "fypods0",
+        "subnet": "auto",
+        "subnetFile": subnet_file(host).to_string_lossy(),
+    })
+}
+
+pub fn ip_of(result: &serde_json::Value) -> Ipv4Addr {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A router namespace joining `fabrics` (its interface on each gets the given address/len),
+/// forwarding between them.
+pub fn router(fabrics: &[(&Fabric, &str)]) -> Ns {
+    let router = Ns::new("r");
+    for (i, (f, ip)) in fabrics.iter().enumerate() {
+        let port = format!("r{i}");
+        f.ns.exec(&[
+            "ip",
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            &router.name,
+        ]);
+        f.ns.exec(&["ip", "link", "set", &port, "master", "fab0", "up"]);
+        router.exec(&["ip", "link", "set", "up0", "name", &port]);
+        router.exec(&["ip", "addr", "add", ip, "dev", &port]);
+        router.exec(&["ip", "link", "set", &port, "up"]);
+    }
+    router.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+    router
+}
+
+/// Two fabrics behind `router`'s 10.200.0.1 and 10.210.0.1: hosts 0 and 1 go on the first,
+/// the others on the second, at 10.2x0.0.(11 + i), with a default route via the router.
+/// Returns the host's address and gateway.
+pub fn plug_routed(f1: &Fabric, f2: &Fabric, host: &Host, i: usize) -> (String, &'static str) {
+    let (f, net, gw) = if i < 2 {
+        (f1, "10.200.0", "10.200.0.1")
+    } else {
+        (f2, "10.210.0", "10.210.0.1")
+    };
+    let ip = format!("{net}.{}", 11 + i);
+    f.plug(host, &ip, &format!("p{i}"));
+    host.ns.exec(&["ip", "route", "add", "default", "via", gw]);
+    (ip, gw)
+}
+
+/// One container per host, through the CNI plugin; returns each with its address.
+pub fn pods_on(hosts: &[Host]) -> Vec<(Ns, Ipv4Addr)> {
+    hosts
+        .iter()
+        .map(|h| {
+            let ns = Ns::new("c");
+            let r = cni_add(h, &ns, &pod_conf(h));
+            (ns, ip_of(&r))
+        })
+        .collect()
 }

@@ -116,6 +116,7 @@ impl Lab {
             port: 8472,
             resync: Duration::from_secs(30),
             metrics: None,
+            bgp: None,
         };
         let (stop, path) = (self.stop.clone(), host.path().to_path_buf());
         self.agents.push(std::thread::spawn(move || {
@@ -449,6 +450,7 @@ pub fn agent_rss() -> Result<(u64, u64)> {
             public_ip: Ipv4Addr::new(10, 201, (i / 250) as u8, (i % 250 + 1) as u8),
             backend: BackendKind::Vxlan,
             vtep_mac: Some(Mac::from_seed(&format!("peer{i}"))),
+            bgp_as: None,
         };
         s.acquire(&cfg, &attrs, None, Duration::from_secs(600))?;
     }

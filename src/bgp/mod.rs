@@ -1,0 +1,456 @@
+//! The BGP backend (Calico's way): a BIRD 2 daemon announces this host's subnet and learns every
+//! other host's; BIRD installs what it learns in the kernel (rtm_protocol `bird`, 12). ferrynet
+//! writes BIRD's configuration from the lease store and applies every change through BIRD's
+//! control socket (`configure`), never by restarting it, so established sessions survive. BIRD
+//! runs as its own daemon: it outlives an agent restart, and the next agent adopts it.
+
+pub mod control;
+pub mod status;
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+
+use control::Control;
+
+/// rtm_protocol of the routes BIRD installs.
+pub const PROTO_BIRD: u8 = 12;
+/// The first private 16-bit AS number (Calico's default too).
+pub const DEFAULT_AS: u32 = 64512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BgpError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("BIRD refused {what}: {reply}")]
+    Refused { what: String, reply: String },
+    #[error("no BIRD answers on {0} (--bird-socket names a BIRD ferrynet does not start)")]
+    NotRunning(PathBuf),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BgpError {
+    let what = what.into();
+    move |source| BgpError::Io { what, source }
+}
+
+/// `--bgp-peer IP[,AS]`: a top-of-rack router or route reflector. Without an AS, the peer is in
+/// this host's AS (iBGP, e.g. a route reflector).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BgpPeer {
+    pub ip: Ipv4Addr,
+    pub asn: Option<u32>,
+}
+
+impl std::str::FromStr for BgpPeer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, asn) = match s.split_once(',') {
+            Some((ip, asn)) => (ip, Some(asn)),
+            None => (s, None),
+        };
+        let ip = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("--bgp-peer {s:?}: {ip:?} is not an IPv4 address"))?;
+        let asn = asn
+            .map(|a| parse_asn(a.trim()))
+            .transpose()
+            .map_err(|e| format!("--bgp-peer {s:?}: {e}"))?;
+        Ok(BgpPeer { ip, asn })
+    }
+}
+
+/// An AS number, plain (64512) or asdot (1.10).
+pub fn parse_asn(s: &str) -> Result<u32, String> {
+    let n = match s.split_once('.') {
+        Some((hi, lo)) => hi
+            .parse::<u16>()
+            .ok()
+            .zip(lo.parse::<u16>().ok())
+            .map(|(hi, lo)| (u32::from(hi) << 16) | u32::from(lo)),
+        None => s.parse::<u32>().ok(),
+    };
+    match n {
+        Some(n) if n != 0 => Ok(n),
+        _ => Err(format!("{s:?} is not an AS number (1 to 4294967295)")),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BgpConfig {
+    /// This host's AS.
+    pub local_as: u32,
+    /// Routers and route reflectors to peer with.
+    pub peers: Vec<BgpPeer>,
+    /// A session to every other host (the default when there are no `peers`).
+    pub mesh: bool,
+    /// Seconds without a keepalive before a session (and its routes) is dropped.
+    pub hold_time: u16,
+    /// Where the generated configuration and BIRD's log live.
+    pub config_dir: PathBuf,
+    /// BIRD's control socket.
+    pub socket: PathBuf,
+    /// An already-running BIRD that includes `ferrynet.conf` from `config_dir`: ferrynet only
+    /// rewrites that file and reconfigures; it never starts or stops the daemon.
+    pub external: bool,
+}
+
+/// This host, as BIRD needs to know it.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub node: String,
+    pub address: Ipv4Addr,
+    pub uplink: String,
+    pub subnet: Ipv4Net,
+    pub cluster: Ipv4Net,
+}
+
+/// Another host this one holds a mesh session with.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MeshPeer {
+    pub ip: Ipv4Addr,
+    pub asn: u32,
+    pub node: String,
+}
+
+fn proto_name(kind: &str, ip: Ipv4Addr) -> String {
+    format!("{kind}_{}", ip.to_string().replace('.', "_"))
+}
+
+/// BIRD strings are double-quoted; node names come from leases, so keep them to a safe subset.
+fn quoted(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.:".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("\"{clean}\"")
+}
+
+/// ferrynet's part of BIRD's configuration: the announced subnet, the filters, the kernel
+/// export and one session per peer. Deterministic, so an unchanged lease set writes the same
+/// text and BIRD is not reconfigured.
+pub fn render_fragment(cfg: &BgpConfig, site: &Site, mesh: &[MeshPeer]) -> String {
+    let mut s = String::new();
+    let keepalive = (cfg.hold_time / 3).max(1);
+    let _ = write!(
+        s,
+        r#"# Written by the ferrynet agent for node {node}: rewritten on every lease change.
+# Next hops of learned routes are resolved over the uplink's own network.
+protocol direct ferry_direct {{ ipv4; interface {uplink}; }}
+
+# Only routes learned over BGP reach the kernel (they show as "proto bird").
+protocol kernel ferry_kernel {{
+  ipv4 {{ import none; export where source = RTS_BGP; }};
+}}
+
+# This host's subnet, originated from a blackhole owned by ferrynet (containers' addresses
+# inside it are reached through the bridge's more specific connected route).
+protocol static ferry_local {{
+  ipv4;
+  route {subnet} blackhole;
+}}
+
+filter ferry_import {{
+  if net ~ [ {cluster}{{{len},32}} ] && net != {subnet} then accept;
+  reject;
+}}
+
+filter ferry_export {{
+  if proto = "ferry_local" then accept;
+  reject;
+}}
+
+template bgp ferry_peer {{
+  local {address} as {local_as};
+  hold time {hold}; keepalive time {keepalive};
+  connect retry time 5; error wait time 1, 20;
+  # A dead host's routes go when its session drops, not minutes later.
+  graceful restart off; long lived graceful restart off;
+  ipv4 {{ import filter ferry_import; export filter ferry_export; }};
+}}
+"#,
+        node = quoted(&site.node),
+        uplink = quoted(&site.uplink),
+        subnet = site.subnet,
+        cluster = site.cluster,
+        len = site.subnet.prefix_len(),
+        address = site.address,
+        local_as = cfg.local_as,
+        hold = cfg.hold_time.max(3),
+    );
+    for p in &cfg.peers {
+        let _ = writeln!(
+            s,
+            "protocol bgp {} from ferry_peer {{ description \"--bgp-peer\"; neighbor {} as {}; }}",
+            proto_name("peer", p.ip),
+            p.ip,
+            p.asn.unwrap_or(cfg.local_as),
+        );
+    }
+    for m in mesh {
+        if cfg.peers.iter().any(|p| p.ip == m.ip) || m.ip == site.address {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "protocol bgp {} from ferry_peer {{ description {}; neighbor {} as {}; }}",
+            proto_name("mesh", m.ip),
+            quoted(&m.node),
+            m.ip,
+            m.asn,
+        );
+    }
+    s
+}
+
+/// The whole configuration of a BIRD that ferrynet starts itself.
+fn render_main(cfg: &BgpConfig, site: &Site, fragment: &str) -> String {
+    format!(
+        "# Written by the ferrynet agent.\nrouter id {};\nlog {} {{ info, remote, warning, error, auth, fatal, bug }};\nprotocol device {{ }}\n\n{fragment}",
+        site.address,
+        quoted_path(&cfg.config_dir.join("bird.log")),
+    )
+}
+
+fn quoted_path(p: &Path) -> String {
+    format!("\"{}\"", p.display().to_string().replace('"', ""))
+}
+
+/// The BIRD daemon this host's agent drives.
+pub struct Speaker {
+    cfg: BgpConfig,
+    site: Site,
+    /// What was last written and loaded (None: nothing yet by this process).
+    loaded: Option<String>,
+}
+
+impl Speaker {
+    pub fn new(cfg: BgpConfig, site: Site) -> Speaker {
+        Speaker {
+            cfg,
+            site,
+            loaded: None,
+        }
+    }
+
+    pub fn config(&self) -> &BgpConfig {
+        &self.cfg
+    }
+
+    /// The file BIRD reads: bird.conf for ferrynet's own BIRD, the includable fragment
+    /// ferrynet.conf for an external one.
+    pub fn config_path(&self) -> PathBuf {
+        self.cfg.config_dir.join(if self.cfg.external {
+            "ferrynet.conf"
+        } else {
+            "bird.conf"
+        })
+    }
+
+    fn pid_path(&self) -> PathBuf {
+        self.cfg.config_dir.join("bird.pid")
+    }
+
+    /// Writes the configuration for `mesh` and makes BIRD run it: reconfigures a running
+    /// BIRD when the text changed (or this agent has not loaded it yet), starts one when none
+    /// answers. Returns whether anything changed.
+    pub fn reconcile(&mut self, mesh: &[MeshPeer]) -> Result<bool, BgpError> {
+        let fragment = render_fragment(&self.cfg, &self.site, mesh);
+        let text = if self.cfg.external {
+            fragment
+        } else {
+            render_main(&self.cfg, &self.site, &fragment)
+        };
+        let path = self.config_path();
+        let changed = self.loaded.as_deref() != Some(text.as_str());
+        if changed {
+            crate::util::ensure_dir(&self.cfg.config_dir)
+                .map_err(io(format!("{}", self.cfg.config_dir.display())))?;
+            crate::util::write_atomic(&path, text.as_bytes())
+                .map_err(io(format!("{}", path.display())))?;
+        }
+        match Control::connect(&self.cfg.socket) {
+            Ok(mut c) => {
+                if changed {
+                    configure(&mut c)?;
+                }
+            }
+            Err(_) if self.cfg.external => {
+                self.loaded = None;
+                return Err(BgpError::NotRunning(self.cfg.socket.clone()));
+            }
+            Err(_) => self.start(&path)?,
+        }
+        self.loaded = Some(text);
+        Ok(changed)
+    }
+
+    /// Whether BIRD still runs (checked every loop: a dead BIRD is restarted by the next
+    /// reconcile, which the caller should force).
+    pub fn alive(&self) -> bool {
+        if self.cfg.external {
+            return Control::connect(&self.cfg.socket).is_ok();
+        }
+        std::fs::read_to_string(self.pid_path())
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            // SAFETY: signal 0 only checks that the process exists.
+            .is_some_and(|pid| pid > 0 && unsafe { libc::kill(pid, 0) } == 0)
+    }
+
+    fn start(&mut self, path: &Path) -> Result<(), BgpError> {
+        if let Some(dir) = self.cfg.socket.parent() {
+            crate::util::ensure_dir(dir).map_err(io(format!("{}", dir.display())))?;
+        }
+        // BIRD daemonizes (its own session): it outlives this agent, as the routes it keeps
+        // in the kernel must.
+        let out = Command::new(bird_binary())
+            .arg("-c")
+            .arg(path)
+            .arg("-s")
+            .arg(&self.cfg.socket)
+            .arg("-P")
+            .arg(self.pid_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(io(format!("start {}", bird_binary().display())))?;
+        if !out.status.success() {
+            return Err(BgpError::Refused {
+                what: format!("to start with {}", path.display()),
+                reply: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Control::connect(&self.cfg.socket) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(io(format!("BIRD's socket {}", self.cfg.socket.display()))(
+                        e,
+                    ))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Stops ferrynet's BIRD: its sessions close with a notification, so every peer drops this
+    /// host's routes at once instead of after the hold time. An external BIRD is left running.
+    pub fn shutdown(&self) -> Result<(), BgpError> {
+        if self.cfg.external {
+            return Ok(());
+        }
+        let mut c = Control::connect(&self.cfg.socket).map_err(io("BIRD's control socket"))?;
+        // "down" answers, then BIRD closes the socket and exits.
+        let _ = c.command("down");
+        Ok(())
+    }
+}
+
+/// Re-reads the file BIRD was started with (which, for an external BIRD, includes ours).
+fn configure(c: &mut Control) -> Result<(), BgpError> {
+    let reply = c.command("configure").map_err(io("BIRD configure"))?;
+    if reply.is_error() {
+        return Err(BgpError::Refused {
+            what: "the new configuration".into(),
+            reply: reply.text(),
+        });
+    }
+    Ok(())
+}
+
+fn bird_binary() -> PathBuf {
+    let sbin = PathBuf::from("/usr/sbin/bird");
+    if sbin.exists() {
+        sbin
+    } else {
+        PathBuf::from("bird")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site() -> Site {
+        Site {
+            node: "a\"; evil".into(),
+            address: Ipv4Addr::new(10, 200, 0, 11),
+            uplink: "eth0".into(),
+            subnet: "10.244.1.0/24".parse().unwrap(),
+            cluster: "10.244.0.0/16".parse().unwrap(),
+        }
+    }
+
+    fn cfg(peers: Vec<BgpPeer>) -> BgpConfig {
+        BgpConfig {
+            local_as: DEFAULT_AS,
+            mesh: peers.is_empty(),
+            peers,
+            hold_time: 9,
+            config_dir: "/tmp/x".into(),
+            socket: "/tmp/x.ctl".into(),
+            external: false,
+        }
+    }
+
+    #[test]
+    fn peers_parse() {
+        assert_eq!(
+            "10.0.0.1,65000".parse::<BgpPeer>(),
+            Ok(BgpPeer {
+                ip: Ipv4Addr::new(10, 0, 0, 1),
+                asn: Some(65000)
+            })
+        );
+        assert_eq!(
+            "10.0.0.1".parse::<BgpPeer>().unwrap().asn,
+            None,
+            "iBGP by default"
+        );
+        assert_eq!(parse_asn("1.10"), Ok(65546));
+        assert!("10.0.0.1,0".parse::<BgpPeer>().is_err());
+        assert!("router,65000".parse::<BgpPeer>().is_err());
+    }
+
+    #[test]
+    fn fragment_has_one_session_per_peer_and_quotes_names() {
+        let mesh = vec![
+            MeshPeer {
+                ip: Ipv4Addr::new(10, 200, 0, 12),
+                asn: DEFAULT_AS,
+                node: "b".into(),
+            },
+            MeshPeer {
+                ip: Ipv4Addr::new(10, 200, 0, 1),
+                asn: 65000,
+                node: "dup".into(),
+            },
+        ];
+        let c = cfg(vec!["10.200.0.1,65000".parse().unwrap()]);
+        let f = render_fragment(&c, &site(), &mesh);
+        assert!(f.contains("protocol bgp mesh_10_200_0_12 from ferry_peer"));
+        assert!(f.contains("protocol bgp peer_10_200_0_1 from ferry_peer"));
+        assert!(!f.contains("mesh_10_200_0_1 "), "configured peer wins");
+        assert!(f.contains("route 10.244.1.0/24 blackhole"));
+        assert!(f.contains("[ 10.244.0.0/16{24,32} ]"));
+        assert!(f.contains("node \"a___evil\"") && !f.contains("a\";"));
+        assert_eq!(f, render_fragment(&c, &site(), &mesh), "deterministic");
+    }
+}
