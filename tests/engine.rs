@@ -554,6 +554,8 @@ fn bench_quick_harness_runs_and_writes_its_table_json_and_chart() {
         "| ferrynet attach |",
         "| floor: same netlink in-process |",
         "cross-host pod to pod, vxlan",
+        "cross-host pod to pod, bgp",
+        "convergence, bgp",
         "agent RSS",
     ] {
         assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
@@ -564,4 +566,12 @@ fn bench_quick_harness_runs_and_writes_its_table_json_and_chart() {
     std::fs::remove_dir_all(&dir).unwrap();
     let netns = ok(std::process::Command::new("ip").args(["netns", "list"]));
     assert!(!netns.contains("ferrynet-bench"), "{netns}");
+    assert!(
+        eventually(5, || !sh(
+            std::process::Command::new("pgrep").args(["-f", "bird -c .*ferrynet-bench"])
+        )
+        .status
+        .success()),
+        "the bench stopped the BIRDs it started"
+    );
 }

@@ -177,7 +177,7 @@ filter ferry_export {{
 template bgp ferry_peer {{
   local {address} as {local_as};
   hold time {hold}; keepalive time {keepalive};
-  connect retry time 5; error wait time 1, 20;
+  connect delay time 0; connect retry time 5; error wait time 1, 20;
   # A dead host's routes go when its session drops, not minutes later.
   graceful restart off; long lived graceful restart off;
   ipv4 {{ import filter ferry_import; export filter ferry_export; }};

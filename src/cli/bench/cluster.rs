@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{progress, Scenario};
 use crate::agent::AgentConfig;
+use crate::bgp::{BgpConfig, DEFAULT_AS, PROTO_BIRD};
 use crate::bridge::{AttachRequest, Driver};
 use crate::cluster::{BackendKind, ClusterConfig};
 use crate::netlink::{Handle, Mac, VethSpec, PROTO_FERRYNET};
@@ -27,6 +28,8 @@ struct Lab {
     stop: Arc<AtomicBool>,
     agents: Vec<std::thread::JoinHandle<()>>,
     store: PathBuf,
+    /// Pid files of the BIRDs the bgp agents started (daemons: stopped on drop).
+    birds: Vec<PathBuf>,
 }
 
 impl Lab {
@@ -53,6 +56,7 @@ impl Lab {
             stop: Arc::new(AtomicBool::new(false)),
             agents: Vec::new(),
             store: dir.join("cluster.json"),
+            birds: Vec::new(),
         })
     }
 
@@ -97,6 +101,19 @@ impl Lab {
     }
 
     fn start_agent(&mut self, host: &Netns, node: &str, backend: BackendKind) {
+        let node_dir = self.sc.state.join(node);
+        let bgp = (backend == BackendKind::Bgp).then(|| BgpConfig {
+            local_as: DEFAULT_AS,
+            peers: Vec::new(),
+            mesh: true,
+            hold_time: 9,
+            config_dir: node_dir.join("bird"),
+            socket: node_dir.join("bird.ctl"),
+            external: false,
+        });
+        if bgp.is_some() {
+            self.birds.push(node_dir.join("bird/bird.pid"));
+        }
         let cfg = AgentConfig {
             store: format!("file:{}", self.store.display()),
             prefix: crate::cluster::DEFAULT_PREFIX.into(),
@@ -116,7 +133,7 @@ impl Lab {
             port: 8472,
             resync: Duration::from_secs(30),
             metrics: None,
-            bgp: None,
+            bgp,
         };
         let (stop, path) = (self.stop.clone(), host.path().to_path_buf());
         self.agents.push(std::thread::spawn(move || {
@@ -160,6 +177,17 @@ impl Drop for Lab {
         self.stop.store(true, Ordering::SeqCst);
         for a in self.agents.drain(..) {
             let _ = a.join();
+        }
+        for pid in &self.birds {
+            if let Some(pid) = std::fs::read_to_string(pid)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                // SAFETY: a plain kill of the BIRD this lab started.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
         }
     }
 }
@@ -269,11 +297,11 @@ pub fn throughput() -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
         h.set_up(1)?;
         Ok(())
     })??;
-    for backend in [BackendKind::HostGw, BackendKind::Vxlan] {
-        let tag = if backend == BackendKind::HostGw {
-            "hg"
-        } else {
-            "vx"
+    for backend in [BackendKind::HostGw, BackendKind::Vxlan, BackendKind::Bgp] {
+        let (tag, name, proto) = match backend {
+            BackendKind::HostGw => ("hg", "host-gw", PROTO_FERRYNET),
+            BackendKind::Bgp => ("bg", "bgp (BIRD, full mesh)", PROTO_BIRD),
+            _ => ("vx", "vxlan", PROTO_FERRYNET),
         };
         let mut lab2 = Lab::new(tag)?;
         let ha = lab2.host(&format!("{tag}a"), 1)?;
@@ -283,15 +311,15 @@ pub fn throughput() -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
         let (pa, _) = lab2.pod(&ha, "a", &format!("{tag}pa"))?;
         let (pa2, ipa2) = lab2.pod(&ha, "a", &format!("{tag}pa2"))?;
         let (pb, ipb) = lab2.pod(&hb, "b", &format!("{tag}pb"))?;
-        // Wait until host A routes to host B's pods.
-        let end = Instant::now() + Duration::from_secs(10);
+        // Wait until host A routes to host B's pods (a BGP session takes a few seconds).
+        let end = Instant::now() + Duration::from_secs(30);
         let routed = || {
             ha.run(|| Handle::new().and_then(|mut h| h.routes()))
                 .ok()
                 .and_then(|r| r.ok())
                 .is_some_and(|rs| {
                     rs.iter()
-                        .any(|r| r.protocol == PROTO_FERRYNET && r.dst.contains(&ipb))
+                        .any(|r| r.protocol == proto && r.dst.contains(&ipb))
                 })
         };
         while !routed() && Instant::now() < end {
@@ -299,7 +327,6 @@ pub fn throughput() -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
         }
         let underlay_b = Ipv4Addr::new(10, 200, 10, 4);
         // Latency: 50 pings, average RTT, pod path vs the raw path.
-        let name = if tag == "hg" { "host-gw" } else { "vxlan" };
         rtts.push(RttRow {
             path: format!("cross-host pod to pod, {name}"),
             us: rtt_us(&pa, ipb)?,
@@ -318,10 +345,7 @@ pub fn throughput() -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
             let raw = iperf(&hb, &ha, underlay_b, streams)?;
             let over = iperf(&pb, &pa, ipb, streams)?;
             rows.push(ThroughputRow {
-                path: format!(
-                    "cross-host pod to pod, {}",
-                    if tag == "hg" { "host-gw" } else { "vxlan" }
-                ),
+                path: format!("cross-host pod to pod, {name}"),
                 streams,
                 gbps: over,
                 reference: "raw underlay (host to host)".into(),
@@ -346,15 +370,19 @@ pub fn throughput() -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
 
 /// Convergence: 20 agents run; new hosts join one at a time; for each, the time from its
 /// lease being written to its route on every other agent's host.
-pub fn convergence(agents: usize, joins: usize) -> Result<Vec<Duration>> {
+pub fn convergence(agents: usize, joins: usize, backend: BackendKind) -> Result<Vec<Duration>> {
     progress(&format!(
-        "convergence: {agents} agents, {joins} hosts joining"
+        "convergence ({backend:?}): {agents} agents, {joins} hosts joining"
     ));
-    let mut lab = Lab::new("cv")?;
+    let (tag, proto) = match backend {
+        BackendKind::Bgp => ("cb", PROTO_BIRD),
+        _ => ("cv", PROTO_FERRYNET),
+    };
+    let mut lab = Lab::new(tag)?;
     let mut hosts = Vec::new();
     for i in 0..agents {
-        let h = lab.host(&format!("cv{i}"), i + 1)?;
-        lab.start_agent(&h, &format!("n{i}"), BackendKind::Vxlan);
+        let h = lab.host(&format!("{tag}{i}"), i + 1)?;
+        lab.start_agent(&h, &format!("n{i}"), backend);
         hosts.push(h);
     }
     for i in 0..agents {
@@ -367,20 +395,17 @@ pub fn convergence(agents: usize, joins: usize) -> Result<Vec<Duration>> {
     let mut samples = Vec::new();
     for j in 0..joins {
         let node = format!("j{j}");
-        let h = lab.host(&format!("cvj{j}"), agents + j + 1)?;
-        lab.start_agent(&h, &node, BackendKind::Vxlan);
+        let h = lab.host(&format!("{tag}j{j}"), agents + j + 1)?;
+        lab.start_agent(&h, &node, backend);
         let (subnet, _) = lab.lease(&node)?;
         let t0 = Instant::now();
         let mut pending: Vec<usize> = (0..agents).collect();
-        let end = t0 + Duration::from_secs(20);
+        let end = t0 + Duration::from_secs(60);
         while !pending.is_empty() && Instant::now() < end {
             pending.retain(|&i| {
                 let has = handles[i]
                     .routes()
-                    .map(|rs| {
-                        rs.iter()
-                            .any(|r| r.protocol == PROTO_FERRYNET && r.dst == subnet)
-                    })
+                    .map(|rs| rs.iter().any(|r| r.protocol == proto && r.dst == subnet))
                     .unwrap_or(false);
                 if has {
                     samples.push(t0.elapsed());

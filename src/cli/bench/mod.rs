@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::bridge::Driver;
+use crate::cluster::BackendKind;
 use crate::firewall::{Firewall, PortMapping, Protocol};
 use crate::netlink::{Handle, Mac, Route, VethSpec};
 use crate::netns::{self, Netns};
@@ -626,7 +627,9 @@ fn firewall_rows(runs: usize) -> Result<Vec<Row>> {
 
 fn cluster_table(quick: bool) -> Result<()> {
     let (tp, rtts) = cluster::throughput()?;
-    let conv = cluster::convergence(20, if quick { 2 } else { 5 })?;
+    let joins = if quick { 2 } else { 5 };
+    let conv = cluster::convergence(20, joins, BackendKind::Vxlan)?;
+    let conv_bgp = cluster::convergence(20, joins, BackendKind::Bgp)?;
     let (rest, loaded) = cluster::agent_rss()?;
     println!(
         "\n### cross-host data plane (iperf3, 3 s, Gbit/s; reference measured in the same run)\n"
@@ -667,6 +670,15 @@ fn cluster_table(quick: bool) -> Result<()> {
         s.p50_ms
     );
     println!("| convergence p99 ({} samples) | {:.1} ms |", s.n, s.p99_ms);
+    let s = stats(&conv_bgp);
+    println!(
+        "| convergence, bgp (BIRD full mesh): new lease to BGP route on each of 20 hosts, p50 | {:.1} ms |",
+        s.p50_ms
+    );
+    println!(
+        "| convergence, bgp, p99 ({} samples) | {:.1} ms |",
+        s.n, s.p99_ms
+    );
     println!(
         "| ferrynet binary (CLI, CNI plugin and agent in one) | {:.1} MiB |",
         size as f64 / 1048576.0
