@@ -88,6 +88,16 @@ fn bird_pid(host: &Host) -> String {
         .to_string()
 }
 
+/// How many BIRD processes run in `host`'s namespace.
+fn birds_in(host: &Host) -> usize {
+    let out = ok(std::process::Command::new("ip").args(["netns", "pids", &host.ns.name]));
+    out.split_whitespace()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "bird")
+        })
+        .count()
+}
+
 fn bgp_status(host: &Host) -> serde_json::Value {
     serde_json::from_str(&host.ferrynet(&["bgp", "status", "--json"])).unwrap()
 }
@@ -311,6 +321,75 @@ fn ibgp_through_a_route_reflector() {
     cni_add(&hosts[0], &a, &pod_conf(&hosts[0]));
     let target = ip_of(&cni_add(&hosts[1], &b, &pod_conf(&hosts[1]))).to_string();
     assert!(eventually(30, || a.ping(&target)));
+
+    // BIRD dies on host 0: its agent starts a new one, which learns the routes again.
+    let old = bird_pid(&hosts[0]);
+    unsafe {
+        libc::kill(old.parse().unwrap(), libc::SIGKILL);
+    }
+    assert!(eventually(10, || std::fs::read_to_string(
+        hosts[0].state.join("bird/bird.pid")
+    )
+    .is_ok_and(|p| p.trim() != old)));
+    assert!(learns(&hosts[0].ns, &s1, "10.200.0.12", 30));
+    assert!(eventually(30, || a.ping(&target)));
+}
+
+/// With --bird-socket the agent drives a BIRD it did not start (one whose configuration
+/// includes ferrynet's fragment) and never starts its own.
+#[test]
+fn an_existing_bird_is_driven_not_started() {
+    let fabric = Fabric::new();
+    let store = StoreFile(store_of(&fabric));
+    let (hosts, _agents) = bgp_hosts(&fabric, &store, 1, &[]);
+    let own = Host::new();
+    fabric.plug(&own, "10.200.0.20", "pown");
+    let dir = own.state.join("bird");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = own.state.join("operator-bird.ctl");
+    let main = own.state.join("operator-bird.conf");
+    std::fs::write(
+        &main,
+        format!(
+            "router id 10.200.0.20;\nprotocol device {{ }}\ninclude \"{}\";\n",
+            dir.join("ferrynet.conf").display()
+        ),
+    )
+    .unwrap();
+    // The agent writes its fragment first (and reports BIRD missing until it runs).
+    let _agent = Agent::start(
+        &own,
+        &store.0,
+        "bgp",
+        "operator",
+        &["--bird-socket", socket.to_str().unwrap()],
+    );
+    assert!(eventually(10, || dir.join("ferrynet.conf").exists()));
+    own.ns.exec(&[
+        "bird",
+        "-c",
+        main.to_str().unwrap(),
+        "-s",
+        socket.to_str().unwrap(),
+    ]);
+    let theirs = leased_subnet(&hosts[0]);
+    assert!(learns(&own.ns, &theirs, "10.200.0.11", 30));
+    assert!(learns(
+        &hosts[0].ns,
+        &leased_subnet(&own),
+        "10.200.0.20",
+        30
+    ));
+    assert_eq!(birds_in(&own), 1, "the agent started no BIRD of its own");
+    let status: serde_json::Value = serde_json::from_str(&own.ferrynet(&[
+        "bgp",
+        "status",
+        "--json",
+        "--socket",
+        socket.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(status["sessions"][0]["bgp_state"], "Established");
 }
 
 /// auto with BGP on some hosts: BGP routes where a session exists, VXLAN to a host without
