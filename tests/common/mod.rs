@@ -85,23 +85,35 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
-        // Daemons a test started inside (BIRD daemonizes) would keep the namespace alive.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                    }
-                }
-            }
-        }
+        kill_processes_in(&self.name);
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// Kills every process left in namespace `name` (daemons a test started there, BIRD among
+/// them, would keep it alive) and waits until they are gone.
+pub fn kill_processes_in(name: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
+        return;
+    };
+    let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    for &pid in &pids {
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    eventually(5, || !pids.iter().any(|&p| alive(p)));
 }
 
 /// A host: its own namespace and ferrynet state directory.
@@ -225,6 +237,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        // First the daemons that write into the state directory (BIRD).
+        kill_processes_in(&self.ns.name);
         let _ = std::fs::remove_dir_all(&self.state);
     }
 }

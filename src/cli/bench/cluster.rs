@@ -178,18 +178,31 @@ impl Drop for Lab {
         for a in self.agents.drain(..) {
             let _ = a.join();
         }
-        for pid in &self.birds {
-            if let Some(pid) = std::fs::read_to_string(pid)
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok())
-            {
-                // SAFETY: a plain kill of the BIRD this lab started.
-                unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                }
+        // They are daemons, not children: wait for them to go before the state is removed.
+        let pids: Vec<i32> = self
+            .birds
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+            .collect();
+        for &pid in &pids {
+            // SAFETY: a plain kill of the BIRD this lab started.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
             }
         }
+        let end = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|&p| running(p)) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
+}
+
+/// Whether `pid` is alive (a zombie waiting for init counts as gone).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// iperf3 for 3 s from `client` to `server_ip` (a server in `server`); Gbit/s received.
