@@ -205,7 +205,7 @@ fn running(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// iperf3 for 3 s from `client` to `server_ip` (a server in `server`); Gbit/s received.
+/// iperf3 for 2 s from `client` to `server_ip` (a server in `server`); Gbit/s received.
 fn iperf(server: &Netns, client: &Netns, server_ip: Ipv4Addr, streams: u32) -> Result<f64> {
     let spawn_in = |ns: &Netns, args: &[String]| -> Result<Child> {
         let mut cmd = Command::new("nsenter");
@@ -225,7 +225,7 @@ fn iperf(server: &Netns, client: &Netns, server_ip: Ipv4Addr, streams: u32) -> R
         "-c",
         &server_ip.to_string(),
         "-t",
-        "3",
+        "2",
         "-J",
         "-P",
         &streams.to_string(),
@@ -278,7 +278,34 @@ pub struct ThroughputRow {
 }
 
 /// Same-host pod to pod vs a raw veth pair; cross-host host-gw and vxlan vs the raw underlay.
-pub fn throughput() -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
+/// Measures `reference` and `candidate` alternately, `rounds` times each, so that the
+/// machine's drift (2 vCPUs shared with other work swing single runs by 20%) hits both;
+/// returns the medians.
+fn alternate(
+    rounds: usize,
+    mut reference: impl FnMut() -> Result<f64>,
+    mut candidate: impl FnMut() -> Result<f64>,
+) -> Result<(f64, f64)> {
+    let (mut r, mut c) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        r.push(reference()?);
+        c.push(candidate()?);
+    }
+    Ok((median(&mut r), median(&mut c)))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `rounds`: how many alternating measurements of each path (medians are reported).
+pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
     progress("throughput: raw veth pair, same-host pods, raw underlay, host-gw and vxlan pods");
     let mut rows = Vec::new();
     let mut rtts = Vec::new();
@@ -355,8 +382,11 @@ pub fn throughput() -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
             });
         }
         for streams in [1, 4] {
-            let raw = iperf(&hb, &ha, underlay_b, streams)?;
-            let over = iperf(&pb, &pa, ipb, streams)?;
+            let (raw, over) = alternate(
+                rounds,
+                || iperf(&hb, &ha, underlay_b, streams),
+                || iperf(&pb, &pa, ipb, streams),
+            )?;
             rows.push(ThroughputRow {
                 path: format!("cross-host pod to pod, {name}"),
                 streams,
@@ -365,8 +395,12 @@ pub fn throughput() -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
                 reference_gbps: raw,
             });
             if backend == BackendKind::HostGw {
-                let veth = iperf(&b, &a, "10.199.0.2".parse()?, streams)?;
-                let same = iperf(&pa2, &pa, ipa2, streams)?;
+                let veth_ip = "10.199.0.2".parse()?;
+                let (veth, same) = alternate(
+                    rounds,
+                    || iperf(&b, &a, veth_ip, streams),
+                    || iperf(&pa2, &pa, ipa2, streams),
+                )?;
                 rows.push(ThroughputRow {
                     path: "same-host pod to pod (bridge)".into(),
                     streams,

@@ -626,13 +626,14 @@ fn firewall_rows(runs: usize) -> Result<Vec<Row>> {
 }
 
 fn cluster_table(quick: bool) -> Result<()> {
-    let (tp, rtts) = cluster::throughput()?;
+    let rounds = if quick { 1 } else { 5 };
+    let (tp, rtts) = cluster::throughput(rounds)?;
     let joins = if quick { 2 } else { 5 };
     let conv = cluster::convergence(20, joins, BackendKind::Vxlan)?;
     let conv_bgp = cluster::convergence(20, joins, BackendKind::Bgp)?;
     let (rest, loaded) = cluster::agent_rss()?;
     println!(
-        "\n### cross-host data plane (iperf3, 3 s, Gbit/s; reference measured in the same run)\n"
+        "\n### data plane (iperf3, median of {rounds} alternating 2 s runs of each path, Gbit/s)\n"
     );
     println!("| path | streams | Gbit/s | reference | Gbit/s | ratio |");
     println!("|---|---:|---:|---|---:|---:|");
