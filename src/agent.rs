@@ -226,6 +226,8 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     let mut backoff = Duration::from_millis(200);
     let mut store_ok = true;
     let mut last_refused = Vec::new();
+    // The same failure repeating (e.g. an external BIRD that is down) is logged once.
+    let mut last_error: Option<String> = None;
     while !stop.load(Ordering::SeqCst) {
         let wait =
             Duration::from_millis(500).min(renew_at.saturating_duration_since(Instant::now()));
@@ -283,6 +285,9 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             });
         match reconciled {
             Ok(report) => {
+                if last_error.take().is_some() {
+                    log("reconciled again");
+                }
                 metrics.reconciles.fetch_add(1, Ordering::Relaxed);
                 metrics
                     .peers_vxlan
@@ -320,7 +325,10 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             }
             Err(e) => {
                 metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
-                log(&format!("reconcile failed: {e}; full resync next round"));
+                if last_error.as_deref() != Some(e.as_str()) {
+                    log(&format!("reconcile failed: {e}; retrying"));
+                    last_error = Some(e);
+                }
                 revision = u64::MAX;
                 h = Handle::new()?;
                 sleep_unless(stop, Duration::from_millis(200));
