@@ -258,7 +258,14 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                 Ok(l) => {
                     metrics.lease_renewals.fetch_add(1, Ordering::Relaxed);
                     if l.subnet != lease.subnet {
-                        log(&format!("lease lost; now holding {}", l.subnet));
+                        log(&format!(
+                            "lease on {} lost; now holding {}: republishing",
+                            lease.subnet, l.subnet
+                        ));
+                        if let Err(e) = move_to(cfg, &mut h, &mut dataplane, &l, &metrics) {
+                            log(&format!("moving to {}: {e}; retrying", l.subnet));
+                        }
+                        revision = u64::MAX;
                     }
                     lease = l;
                     renew_at = Instant::now() + renew_every;
@@ -349,6 +356,26 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         }
     }
     log("stopped; the data plane is left as it is");
+    Ok(())
+}
+
+/// Points everything at a new subnet: the VXLAN device's address, the subnet file the CNI
+/// plugin reads (new containers), what BIRD announces (next reconcile), the metrics.
+/// Containers already running keep their addresses in the old subnet, which is no longer
+/// routed to this host: they need to be recreated, as with any lost lease.
+fn move_to(
+    cfg: &AgentConfig,
+    h: &mut Handle,
+    dataplane: &mut Dataplane,
+    lease: &Lease,
+    metrics: &Metrics,
+) -> Result<(), AgentError> {
+    dataplane.set_subnet(lease.subnet);
+    dataplane.setup(h)?;
+    write_subnet_file(cfg, lease, dataplane.mtu())?;
+    if let Ok(mut s) = metrics.subnet.lock() {
+        *s = lease.subnet.to_string();
+    }
     Ok(())
 }
 

@@ -97,6 +97,15 @@ impl Dataplane {
         self.speaker.as_ref()
     }
 
+    /// This host's lease changed (lost, and another subnet acquired): the VXLAN device's
+    /// address and what BIRD announces follow at the next `setup` and `reconcile`.
+    pub fn set_subnet(&mut self, subnet: Ipv4Net) {
+        self.local.subnet = subnet;
+        if let Some(s) = self.speaker.as_mut() {
+            s.set_subnet(subnet);
+        }
+    }
+
     fn uses_vxlan(&self) -> bool {
         matches!(self.kind, BackendKind::Vxlan | BackendKind::Auto)
     }

@@ -184,6 +184,47 @@ fn a_departed_host_is_unrouted_and_a_new_one_routed() {
     c.hosts.push(h);
 }
 
+/// A lease taken over by another node in the store (split brain, an operator's mistake): the
+/// agent acquires another subnet and republishes it — subnet file, VXLAN address, peers' routes
+/// — so new containers on that host are reachable again.
+#[test]
+fn a_lost_lease_is_replaced_and_republished() {
+    let c = cluster(2, "vxlan");
+    let before = leased_subnet(&c.hosts[1]);
+    {
+        let _lock = ferrynet::util::FileLock::acquire(&c.store.with_extension("lock")).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&c.store).unwrap()).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let lease = &mut v["subnets"][before.replace('/', "-")];
+        lease["node"] = "intruder".into();
+        lease["expires"] = (now + 3600).into();
+        v["revision"] = (v["revision"].as_u64().unwrap() + 1).into();
+        ferrynet::util::write_atomic(&c.store, &serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+    assert!(
+        eventually(15, || leased_subnet(&c.hosts[1]) != before),
+        "host 1 never moved off {before}"
+    );
+    let after: ipnet::Ipv4Net = leased_subnet(&c.hosts[1]).parse().unwrap();
+    let vtep = c.hosts[1]
+        .ns
+        .exec(&["ip", "-4", "-o", "addr", "show", "dev", "ferry.1"]);
+    assert!(
+        vtep.contains(&format!("{}/32", after.network())),
+        "VXLAN address follows: {vtep}"
+    );
+    let a = Ns::new("c");
+    let b = Ns::new("c");
+    cni_add(&c.hosts[0], &a, &pod_conf(&c.hosts[0]));
+    let target = ip_of(&cni_add(&c.hosts[1], &b, &pod_conf(&c.hosts[1])));
+    assert!(after.contains(&target), "{target} in {after}");
+    assert!(eventually(15, || a.ping(&target.to_string())));
+}
+
 #[test]
 fn a_restarted_agent_keeps_its_subnet_and_the_traffic() {
     let mut c = cluster(2, "vxlan");

@@ -253,6 +253,10 @@ impl Speaker {
         &self.cfg
     }
 
+    pub fn set_subnet(&mut self, subnet: Ipv4Net) {
+        self.site.subnet = subnet;
+    }
+
     /// The file BIRD reads: bird.conf for ferrynet's own BIRD, the includable fragment
     /// ferrynet.conf for an external one.
     pub fn config_path(&self) -> PathBuf {
