@@ -11,8 +11,7 @@ use ipnet::Ipv4Net;
 
 use crate::backend::{Dataplane, Local, Peer};
 use crate::bgp::{BgpConfig, Site, Speaker};
-use crate::cluster::BackendKind;
-use crate::cluster::{self, ClusterConfig, Lease, LeaseAttrs, Store, StoreError};
+use crate::cluster::{self, BackendKind, ClusterConfig, Lease, LeaseAttrs, Store, StoreError};
 use crate::firewall::{Firewall, FirewallError};
 use crate::metrics::Metrics;
 use crate::netlink::{Handle, Mac, NetlinkError};

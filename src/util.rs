@@ -170,6 +170,24 @@ impl FileLock {
 }
 
 /// Whether `path` is on a tmpfs (memory), as /run is on a normal host.
+/// The pid a daemon wrote to `path` (BIRD's `-P` file), if any.
+pub fn read_pid_file(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&pid| pid > 0)
+}
+
+/// Whether process `pid` runs: a zombie (exited, waiting to be reaped) counts as gone.
+pub fn process_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
 pub fn is_tmpfs(path: &Path) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {

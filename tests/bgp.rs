@@ -263,11 +263,7 @@ fn ibgp_full_mesh_survives_an_agent_restart() {
     assert_eq!(status["sessions"].as_array().unwrap().len(), 2, "{status}");
     assert_eq!(status["sessions"][0]["description"], "node1");
 
-    let a = Ns::new("c");
-    let b = Ns::new("c");
-    cni_add(&hosts[0], &a, &pod_conf(&hosts[0]));
-    let target = ip_of(&cni_add(&hosts[1], &b, &pod_conf(&hosts[1]))).to_string();
-    assert!(eventually(30, || a.ping(&target)));
+    let (a, _b, target) = pod_pair(&hosts[0], &hosts[1]);
 
     let pid = bird_pid(&hosts[1]);
     let ping = ContinuousPing::start(&a, &target, "0.01");
@@ -285,10 +281,10 @@ fn ibgp_full_mesh_survives_an_agent_restart() {
     assert!(a.ping(&target));
 
     // Host 2 dies (agent and BIRD killed): its routes go when the session's hold time ends.
-    agents[2].child.take().map(|mut c| {
+    if let Some(mut c) = agents[2].child.take() {
         c.kill().unwrap();
-        c.wait().unwrap()
-    });
+        c.wait().unwrap();
+    }
     unsafe {
         libc::kill(bird_pid(&hosts[2]).parse().unwrap(), libc::SIGKILL);
     }
@@ -316,11 +312,7 @@ fn ibgp_through_a_route_reflector() {
     assert!(learns(&hosts[1].ns, &s0, "10.200.0.11", 30));
     let status = bgp_status(&hosts[0]);
     assert_eq!(status["sessions"].as_array().unwrap().len(), 1, "no mesh");
-    let a = Ns::new("c");
-    let b = Ns::new("c");
-    cni_add(&hosts[0], &a, &pod_conf(&hosts[0]));
-    let target = ip_of(&cni_add(&hosts[1], &b, &pod_conf(&hosts[1]))).to_string();
-    assert!(eventually(30, || a.ping(&target)));
+    let (a, _b, target) = pod_pair(&hosts[0], &hosts[1]);
 
     // BIRD dies on host 0: its agent starts a new one, which learns the routes again.
     let old = bird_pid(&hosts[0]);

@@ -121,13 +121,7 @@ fn with(mut conf: Value, key: &str, value: Value) -> Value {
 
 /// The result's addresses, whatever the version.
 fn result_ip(result: &Value) -> String {
-    result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
+    ip_of(result).to_string()
 }
 
 #[test]

@@ -311,11 +311,7 @@ impl Speaker {
         if self.cfg.external {
             return Control::connect(&self.cfg.socket).is_ok();
         }
-        std::fs::read_to_string(self.pid_path())
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-            // SAFETY: signal 0 only checks that the process exists.
-            .is_some_and(|pid| pid > 0 && unsafe { libc::kill(pid, 0) } == 0)
+        crate::util::read_pid_file(&self.pid_path()).is_some_and(crate::util::process_running)
     }
 
     fn start(&mut self, path: &Path) -> Result<(), BgpError> {

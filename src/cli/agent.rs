@@ -141,11 +141,12 @@ pub fn run(a: AgentArgs, state: &crate::network::StateDir) -> Result<()> {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);
         }
     }
-    if a.bgp(state).is_some() && !matches!(a.backend, BackendKind::Bgp | BackendKind::Auto) {
+    let bgp = a.bgp(state);
+    if bgp.is_some() && !matches!(a.backend, BackendKind::Bgp | BackendKind::Auto) {
         anyhow::bail!("--bgp-* settings need --backend bgp or auto");
     }
     let cfg = AgentConfig {
-        bgp: a.bgp(state),
+        bgp,
         store: a
             .store
             .unwrap_or_else(|| format!("file:{}", state.root().join("cluster.json").display())),

@@ -107,13 +107,9 @@ pub fn kill_processes_in(name: &str) {
             libc::kill(pid, libc::SIGKILL);
         }
     }
-    let alive = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
-            .unwrap_or(false)
-    };
-    eventually(5, || !pids.iter().any(|&p| alive(p)));
+    eventually(5, || {
+        !pids.iter().copied().any(ferrynet::util::process_running)
+    });
 }
 
 /// A host: its own namespace and ferrynet state directory.
@@ -591,4 +587,19 @@ pub fn pods_on(hosts: &[Host]) -> Vec<(Ns, Ipv4Addr)> {
             (ns, ip_of(&r))
         })
         .collect()
+}
+
+/// A container on `from` and one on `to`, through the CNI plugin; returns both and the
+/// second's address once the first reaches it.
+pub fn pod_pair(from: &Host, to: &Host) -> (Ns, Ns, String) {
+    let a = Ns::new("c");
+    let b = Ns::new("c");
+    cni_add(from, &a, &pod_conf(from));
+    let target = ip_of(&cni_add(to, &b, &pod_conf(to))).to_string();
+    assert!(
+        eventually(30, || a.ping(&target)),
+        "{} cannot reach {target}",
+        a.name
+    );
+    (a, b, target)
 }

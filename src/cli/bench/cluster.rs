@@ -182,7 +182,7 @@ impl Drop for Lab {
         let pids: Vec<i32> = self
             .birds
             .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+            .filter_map(|p| crate::util::read_pid_file(p))
             .collect();
         for &pid in &pids {
             // SAFETY: a plain kill of the BIRD this lab started.
@@ -191,18 +191,10 @@ impl Drop for Lab {
             }
         }
         let end = Instant::now() + Duration::from_secs(5);
-        while pids.iter().any(|&p| running(p)) && Instant::now() < end {
+        while pids.iter().copied().any(crate::util::process_running) && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-}
-
-/// Whether `pid` is alive (a zombie waiting for init counts as gone).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
-        .unwrap_or(false)
 }
 
 /// iperf3 for 2 s from `client` to `server_ip` (a server in `server`); Gbit/s received.
