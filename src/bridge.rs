@@ -204,10 +204,7 @@ impl Driver {
     }
 
     fn ipam(&self, net: &NetworkConfig) -> Ipam {
-        Ipam::new(
-            &self.state.ipam_dir(&net.name),
-            Pool::new(net.subnet, Some(net.gateway)),
-        )
+        Ipam::new(&self.state.ipam_dir(&net.name), pool_of(net))
     }
 
     fn record_path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
@@ -242,18 +239,7 @@ impl Driver {
         fw: &mut Firewall,
         net: &NetworkConfig,
     ) -> Result<Link, DriverError> {
-        let bridge = match h.link_by_name(&net.bridge).map_err(nl("look up bridge"))? {
-            Some(link) if link.kind.as_deref() != Some("bridge") => {
-                return Err(crate::network::invalid(
-                    "bridge",
-                    &net.bridge,
-                    format!(
-                        "exists and is a {} device, not a bridge",
-                        link.kind.as_deref().unwrap_or("plain")
-                    ),
-                )
-                .into());
-            }
+        let bridge = match self.preflight(h, net)? {
             Some(link) => {
                 if !link.up {
                     h.set_up(link.index).map_err(nl("set bridge up"))?;
@@ -290,6 +276,36 @@ impl Driver {
         }
         fw.ensure_network(&Self::rules(net))?;
         Ok(bridge)
+    }
+
+    /// What must hold before a network's host side is built, checked without changing
+    /// anything: the bridge, if it exists, is a bridge (not the uplink or a VXLAN device);
+    /// if it does not, the subnet overlaps none of the host's own networks (the agent's
+    /// VXLAN device excepted), so that a refused network leaves nothing behind. Returns the
+    /// existing bridge.
+    pub fn preflight(
+        &self,
+        h: &mut Handle,
+        net: &NetworkConfig,
+    ) -> Result<Option<Link>, DriverError> {
+        match h.link_by_name(&net.bridge).map_err(nl("look up bridge"))? {
+            Some(link) if link.kind.as_deref() != Some("bridge") => Err(crate::network::invalid(
+                "bridge",
+                &net.bridge,
+                format!(
+                    "exists and is a {} device, not a bridge",
+                    link.kind.as_deref().unwrap_or("plain")
+                ),
+            )
+            .into()),
+            Some(link) => Ok(Some(link)),
+            None => match crate::hostnet::subnet_conflict(h, net.subnet, &net.bridge)
+                .map_err(nl("read the host's addresses and routes"))?
+            {
+                Some(conflict) => Err(conflict.into()),
+                None => Ok(None),
+            },
+        }
     }
 
     /// Removes a network's host-side state: bridge, firewall elements, IPAM state.
@@ -369,11 +385,12 @@ impl Driver {
     ) -> Result<Endpoint, DriverError> {
         let timer = StepTimer::new("attach");
         // 1. Validate everything before changing anything.
+        net.validate()?;
         validate_id("container id", &req.container_id)?;
         validate_ifname("ifname", &req.ifname)?;
-        let ns = Netns::open(&req.netns)?;
-        if let AddressRequest::External(ip) = req.address {
-            if !net.subnet.contains(&ip.addr()) {
+        let ns = Netns::open_container(&req.netns)?;
+        match req.address {
+            AddressRequest::External(ip) if !net.subnet.contains(&ip.addr()) => {
                 return Err(crate::network::invalid(
                     "ip",
                     ip,
@@ -381,6 +398,8 @@ impl Driver {
                 )
                 .into());
             }
+            AddressRequest::Allocate(Some(ip)) => pool_of(net).check(ip)?,
+            _ => {}
         }
         let mut h = Handle::new().map_err(nl("open netlink"))?;
         let mut fw = Firewall::open()?;

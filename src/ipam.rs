@@ -75,7 +75,8 @@ impl Pool {
         }
     }
 
-    fn check(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
+    /// Whether `ip` may be handed out: inside the range, not the network, broadcast or gateway.
+    pub fn check(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
         let range = self.describe();
         if !self.subnet.contains(&ip) || ip < self.start || ip > self.end {
             let (lo, hi) = usable_bounds(self.subnet);

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod cni;
 pub mod failpoint;
 pub mod firewall;
+pub mod hostnet;
 pub mod ipam;
 pub mod metrics;
 pub mod netlink;

@@ -30,6 +30,8 @@ pub enum NetnsError {
         #[source]
         source: io::Error,
     },
+    #[error("{path} is the host's own network namespace, not a container's")]
+    HostNamespace { path: PathBuf },
     #[error("a thread running inside {0} panicked")]
     Panicked(PathBuf),
 }
@@ -76,6 +78,29 @@ impl Netns {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Opens a container's namespace: like [`Netns::open`], and refuses the namespace the
+    /// caller runs in (attaching the host to its own bridge would move its `eth0`-named
+    /// interface around and route the host through a container port).
+    pub fn open_container(path: &Path) -> Result<Netns, NetnsError> {
+        let ns = Netns::open(path)?;
+        let current =
+            fs::metadata("/proc/thread-self/ns/net").map_err(|source| NetnsError::Open {
+                path: "/proc/thread-self/ns/net".into(),
+                source,
+            })?;
+        let this = ns.file.metadata().map_err(|source| NetnsError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        use std::os::unix::fs::MetadataExt;
+        if (this.dev(), this.ino()) == (current.dev(), current.ino()) {
+            return Err(NetnsError::HostNamespace {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(ns)
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {

@@ -12,6 +12,81 @@ use crate::util::{create_exclusive, ensure_dir, remove_if_exists, FileLock};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ferrynet";
 pub const DEFAULT_MTU: u32 = 1500;
+pub const MIN_MTU: u32 = 576;
+pub const MAX_MTU: u32 = 65535;
+
+/// Ranges that can never be a container network: "this network", loopback, link-local,
+/// multicast and the reserved block up to the limited broadcast address. A subnet touching
+/// one would route the host's own traffic into a bridge.
+const SPECIAL_V4: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
+    ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+    ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
+    ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
+    ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
+];
+
+/// The subnet's first host address: the default gateway.
+pub fn first_host(subnet: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
+}
+
+/// A container subnet: /30 or shorter (room for a gateway and a container), no host bits,
+/// and nowhere near the ranges the host needs for itself.
+pub fn validate_subnet(subnet: Ipv4Net) -> Result<(), NetworkError> {
+    if subnet.prefix_len() == 0 {
+        return Err(invalid(
+            "subnet",
+            subnet,
+            "is the whole address space; a container network needs its own range (e.g. 10.90.0.0/24)",
+        ));
+    }
+    if subnet.prefix_len() > 30 {
+        return Err(invalid(
+            "subnet",
+            subnet,
+            "needs a prefix of /30 or shorter",
+        ));
+    }
+    if subnet.addr() != subnet.network() {
+        return Err(invalid(
+            "subnet",
+            subnet,
+            format!("has host bits set; did you mean {}?", subnet.trunc()),
+        ));
+    }
+    for (range, what) in SPECIAL_V4 {
+        let range: Ipv4Net = range.parse().expect("valid constant");
+        if range.contains(&subnet.network()) || subnet.contains(&range.network()) {
+            return Err(invalid("subnet", subnet, format!("overlaps {what}")));
+        }
+    }
+    Ok(())
+}
+
+/// A bridge name: an interface name that is not one ferrynet reserves for its other devices
+/// (`ferry.VNI` is the agent's VXLAN device, `vf…` are host-side veths).
+pub fn validate_bridge_name(name: &str) -> Result<(), NetworkError> {
+    validate_ifname("bridge", name)?;
+    let vxlan_like = name
+        .strip_prefix("ferry.")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if vxlan_like {
+        return Err(invalid(
+            "bridge",
+            name,
+            "is the name of ferrynet's VXLAN device (ferry.VNI)",
+        ));
+    }
+    if name.starts_with("vf") && name.len() == 14 {
+        return Err(invalid(
+            "bridge",
+            name,
+            "looks like a ferrynet host veth (vf + 12 hex digits)",
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -138,51 +213,13 @@ impl NetworkConfig {
         gateway: Option<Ipv4Addr>,
         mtu: u32,
     ) -> Result<NetworkConfig, NetworkError> {
-        validate_id("network name", name)?;
-        let bridge = bridge
-            .map(str::to_string)
-            .unwrap_or(format!("ferry-{name}"));
-        validate_ifname("bridge", &bridge).map_err(|e| match e {
-            NetworkError::Invalid { value, why, .. } if bridge.len() > 15 => invalid(
-                "bridge",
-                value,
-                format!("{why}; the default is ferry-NAME, pick a shorter network name or pass --bridge"),
-            ),
-            e => e,
-        })?;
-        if subnet.prefix_len() > 30 {
-            return Err(invalid(
-                "subnet",
-                subnet,
-                "needs a prefix of /30 or shorter",
-            ));
-        }
-        if subnet.addr() != subnet.network() {
-            return Err(invalid(
-                "subnet",
-                subnet,
-                format!("has host bits set; did you mean {}?", subnet.trunc()),
-            ));
-        }
-        let gateway = gateway.unwrap_or(Ipv4Addr::from(u32::from(subnet.network()) + 1));
-        if !subnet.contains(&gateway)
-            || gateway == subnet.network()
-            || gateway == subnet.broadcast()
-        {
-            return Err(invalid(
-                "gateway",
-                gateway,
-                format!("is not a host address of {subnet}"),
-            ));
-        }
-        if !(576..=65535).contains(&mtu) {
-            return Err(invalid("mtu", mtu, "must be between 576 and 65535"));
-        }
-        Ok(NetworkConfig {
+        let net = NetworkConfig {
             name: name.to_string(),
-            bridge,
+            bridge: bridge
+                .map(str::to_string)
+                .unwrap_or(format!("ferry-{name}")),
             subnet,
-            gateway,
+            gateway: gateway.unwrap_or(first_host(subnet)),
             mtu,
             masquerade: true,
             isolate: true,
@@ -191,7 +228,68 @@ impl NetworkConfig {
             gateway_on_bridge: true,
             range_start: None,
             range_end: None,
-        })
+        };
+        net.validate().map_err(|e| match e {
+            NetworkError::Invalid { field: "bridge", value, why }
+                if bridge.is_none() && value.len() > 15 =>
+            {
+                invalid(
+                    "bridge",
+                    value,
+                    format!("{why}; the default is ferry-NAME, pick a shorter network name or pass --bridge"),
+                )
+            }
+            e => e,
+        })?;
+        Ok(net)
+    }
+
+    /// Every check a definition must pass before anything is changed for it, whichever entry
+    /// point built it (`network create`, a CNI configuration, the demo).
+    pub fn validate(&self) -> Result<(), NetworkError> {
+        validate_id("network name", &self.name)?;
+        validate_bridge_name(&self.bridge)?;
+        validate_subnet(self.subnet)?;
+        let subnet = self.subnet;
+        let is_host = |ip: Ipv4Addr| {
+            subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast()
+        };
+        if !is_host(self.gateway) {
+            return Err(invalid(
+                "gateway",
+                self.gateway,
+                format!("is not a host address of {subnet}"),
+            ));
+        }
+        for (field, ip) in [
+            ("rangeStart", self.range_start),
+            ("rangeEnd", self.range_end),
+        ] {
+            if let Some(ip) = ip.filter(|ip| !is_host(*ip)) {
+                return Err(invalid(
+                    field,
+                    ip,
+                    format!("is not a host address of {subnet}"),
+                ));
+            }
+        }
+        if let (Some(start), Some(end)) = (self.range_start, self.range_end) {
+            if start > end {
+                return Err(invalid(
+                    "rangeEnd",
+                    end,
+                    format!("comes before rangeStart {start}"),
+                ));
+            }
+        }
+        if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
+            return Err(invalid(
+                "mtu",
+                self.mtu,
+                format!("must be between {MIN_MTU} and {MAX_MTU}"),
+            ));
+        }
+        Ok(())
     }
 
     /// The gateway address with the subnet's prefix, as it sits on the bridge.
@@ -323,6 +421,21 @@ impl StateDir {
 
     /// Records a new network after checking it against the others. Caller holds the lock.
     pub fn insert(&self, net: &NetworkConfig) -> Result<(), NetworkError> {
+        self.check_new(net)?;
+        let dir = self.networks_dir();
+        Self::io(&dir, ensure_dir(&dir))?;
+        let p = self.network_file(&net.name);
+        let data = serde_json::to_vec_pretty(net).expect("serializable");
+        match create_exclusive(&p, &data) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(NetworkError::Exists(net.name.clone()))
+            }
+            r => Self::io(&p, r),
+        }
+    }
+
+    /// Whether `net` may join the recorded networks: a new name, its own subnet and bridge.
+    pub fn check_new(&self, net: &NetworkConfig) -> Result<(), NetworkError> {
         for other in self.list()? {
             if other.name == net.name {
                 return Err(NetworkError::Exists(net.name.clone()));
@@ -343,16 +456,7 @@ impl StateDir {
                 });
             }
         }
-        let dir = self.networks_dir();
-        Self::io(&dir, ensure_dir(&dir))?;
-        let p = self.network_file(&net.name);
-        let data = serde_json::to_vec_pretty(net).expect("serializable");
-        match create_exclusive(&p, &data) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(NetworkError::Exists(net.name.clone()))
-            }
-            r => Self::io(&p, r),
-        }
+        Ok(())
     }
 
     pub fn remove(&self, name: &str) -> Result<(), NetworkError> {

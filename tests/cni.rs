@@ -770,3 +770,192 @@ fn port_mapping_with_a_host_ip() {
         .exec(&["nft", "list", "map", "inet", "ferrynet", "ports_ip"]);
     assert!(!listed.contains("elements"), "{listed}");
 }
+
+#[test]
+fn commands_are_gated_by_the_config_version_as_the_skel_does() {
+    let host = Host::new();
+    let c = Ns::new("c");
+    let p = c.path().to_string_lossy().into_owned();
+    let before = host.snapshot();
+    for version in VERSIONS {
+        // No prevResult, no attachments: the version is looked at before anything else.
+        let conf = net_conf(version);
+        let check = ferrynet_cni(&host, &Call::new("CHECK", &c.name, &p), &conf);
+        if version < &"0.4.0" {
+            assert_error(&check, 1, "config version does not allow CHECK");
+            assert_eq!(stdout_json(&check)["cniVersion"], *version);
+        } else {
+            assert_error(&check, 7, "prevResult");
+        }
+        for command in ["GC", "STATUS"] {
+            let out = ferrynet_cni(&host, &Call::new(command, "", ""), &conf);
+            if *version == "1.1.0" {
+                assert_ne!(
+                    stdout_json_or_null(&out)["code"],
+                    1,
+                    "{command} at {version}"
+                );
+            } else {
+                assert_error(&out, 1, &format!("config version does not allow {command}"));
+            }
+        }
+    }
+    assert_eq!(host.snapshot(), before);
+}
+
+fn stdout_json_or_null(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// A refused ADD: the error code and message, and the host exactly as before (no bridge, no
+/// address, no route, no nftables table, no state).
+fn assert_add_refused(host: &Host, call: &Call, conf: &Value, code: u64, needle: &str) {
+    let before = host.snapshot();
+    let out = ferrynet_cni(host, call, conf);
+    assert_error(&out, code, needle);
+    assert_eq!(host.snapshot(), before, "{conf} changed the host");
+}
+
+#[test]
+fn refused_configurations_change_nothing_on_the_host() {
+    let host = Host::new();
+    // The host's uplink, and an address without a route of its own.
+    host.ns.exec(&[
+        "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+    ]);
+    host.ns
+        .exec(&["ip", "addr", "add", "10.60.128.1/24", "dev", "up0"]);
+    host.ns
+        .exec(&["ip", "addr", "add", "10.61.0.9/32", "dev", "up0"]);
+    host.ns.exec(&["ip", "link", "set", "up0", "up"]);
+    host.ns.exec(&["ip", "link", "set", "up1", "up"]);
+    let c = Ns::new("c");
+    let p = c.path().to_string_lossy().into_owned();
+    let call = Call::new("ADD", &c.name, &p);
+    let fresh = |key: &str, value: Value| {
+        with(
+            with(net_conf("1.1.0"), "bridge", json!("fyfresh0")),
+            key,
+            value,
+        )
+    };
+    for (subnet, needle) in [
+        (
+            "0.0.0.0/0",
+            "invalid subnet \"0.0.0.0/0\": is the whole address space",
+        ),
+        ("0.0.0.0/1", "\"this network\""),
+        ("127.0.0.0/24", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("224.1.0.0/24", "multicast"),
+        (
+            "10.60.128.0/24",
+            "the host's route 10.60.128.0/24 dev up0, address 10.60.128.1/24",
+        ),
+        ("10.60.128.0/25", "the host's route 10.60.128.0/24 dev up0"),
+        (
+            "10.60.128.128/26",
+            "the host's route 10.60.128.0/24 dev up0",
+        ),
+        ("10.60.0.0/16", "the host's route 10.60.128.0/24 dev up0"),
+        ("10.61.0.0/24", "the host's address 10.61.0.9/32 on up0"),
+        ("10.77.0.0/31", "/30 or shorter"),
+    ] {
+        assert_add_refused(&host, &call, &fresh("subnet", json!(subnet)), 7, needle);
+    }
+    for (key, value, needle) in [
+        (
+            "gateway",
+            json!("10.99.0.1"),
+            "invalid gateway \"10.99.0.1\": is not a host address of 10.77.0.0/24",
+        ),
+        (
+            "gateway",
+            json!("10.77.0.255"),
+            "invalid gateway \"10.77.0.255\"",
+        ),
+        (
+            "bridge",
+            json!("up0"),
+            "invalid bridge \"up0\": exists and is a veth device",
+        ),
+        ("bridge", json!("lo"), "invalid bridge \"lo\""),
+        ("bridge", json!("ferry.1"), "ferrynet's VXLAN device"),
+        (
+            "ranges",
+            json!([[{"rangeStart": "10.77.1.5"}]]),
+            "invalid rangeStart \"10.77.1.5\"",
+        ),
+        (
+            "ranges",
+            json!([[{"rangeStart": "10.77.0.50", "rangeEnd": "10.77.0.10"}]]),
+            "comes before rangeStart",
+        ),
+    ] {
+        assert_add_refused(&host, &call, &fresh(key, value), 7, needle);
+    }
+    // The host's own namespace given as the container's.
+    let own = host.ns.path().to_string_lossy().into_owned();
+    assert_add_refused(
+        &host,
+        &Call::new("ADD", &c.name, &own),
+        &fresh("subnet", json!("10.77.0.0/24")),
+        4,
+        "is the host's own network namespace",
+    );
+    // A static address the network cannot give: refused before the bridge exists.
+    let mut gateway_ip = Call::new("ADD", &c.name, &p);
+    gateway_ip.args = "IP=10.77.0.1";
+    assert_add_refused(
+        &host,
+        &gateway_ip,
+        &fresh("subnet", json!("10.77.0.0/24")),
+        100,
+        "gateway",
+    );
+    let mut outside = Call::new("ADD", &c.name, &p);
+    outside.args = "IP=10.78.0.5";
+    assert_add_refused(
+        &host,
+        &outside,
+        &fresh("subnet", json!("10.77.0.0/24")),
+        100,
+        "outside the range",
+    );
+    // The same network twice is no conflict with itself; a second container joins it.
+    let ok = fresh("subnet", json!("10.77.0.0/24"));
+    ok_json(&ferrynet_cni(&host, &call, &ok));
+    let c2 = Ns::new("c");
+    let p2 = c2.path().to_string_lossy().into_owned();
+    ok_json(&ferrynet_cni(&host, &Call::new("ADD", &c2.name, &p2), &ok));
+    for (ns, path) in [(&c, &p), (&c2, &p2)] {
+        let del = ferrynet_cni(&host, &Call::new("DEL", &ns.name, path), &ok);
+        assert!(del.status.success(), "{del:?}");
+    }
+}
+
+#[test]
+fn the_range_narrows_the_addresses_handed_out() {
+    let host = Host::new();
+    let conf = with(
+        net_conf("1.1.0"),
+        "ranges",
+        json!([[{"rangeStart": "10.77.0.100", "rangeEnd": "10.77.0.101"}]]),
+    );
+    let mut got = Vec::new();
+    let containers: Vec<Ns> = (0..3).map(|_| Ns::new("c")).collect();
+    for c in &containers {
+        let p = c.path().to_string_lossy().into_owned();
+        got.push(ferrynet_cni(&host, &Call::new("ADD", &c.name, &p), &conf));
+    }
+    assert_eq!(result_ip(&ok_json(&got[0])), "10.77.0.100");
+    assert_eq!(result_ip(&ok_json(&got[1])), "10.77.0.101");
+    assert_error(&got[2], 100, "no free address");
+    for c in &containers {
+        let p = c.path().to_string_lossy().into_owned();
+        assert!(ferrynet_cni(&host, &Call::new("DEL", &c.name, &p), &conf)
+            .status
+            .success());
+    }
+    assert_eq!(host.reservations("cninet"), Vec::<String>::new());
+}

@@ -575,3 +575,92 @@ fn bench_quick_harness_runs_and_writes_its_table_json_and_chart() {
         "the bench stopped the BIRDs it started"
     );
 }
+
+#[test]
+fn networks_on_the_hosts_own_addresses_are_refused_and_change_nothing() {
+    let host = Host::new();
+    host.ns.exec(&[
+        "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+    ]);
+    host.ns
+        .exec(&["ip", "addr", "add", "10.60.128.1/24", "dev", "up0"]);
+    host.ns.exec(&["ip", "link", "set", "up0", "up"]);
+    host.create_network("blue", "10.90.0.0/24");
+    for (subnet, expect) in [
+        ("10.60.128.0/24", "invalid subnet \"10.60.128.0/24\": overlaps the host's route 10.60.128.0/24 dev up0, address 10.60.128.1/24"),
+        ("10.60.128.64/26", "the host's route 10.60.128.0/24 dev up0"),
+        ("10.60.0.0/16", "the host's route 10.60.128.0/24 dev up0"),
+        ("0.0.0.0/0", "invalid subnet \"0.0.0.0/0\": is the whole address space"),
+        ("127.1.0.0/16", "loopback"),
+        ("10.90.0.0/25", "overlaps network \"blue\""),
+    ] {
+        assert_fails_and_changes_nothing(
+            &host,
+            &["network", "create", "green", "--subnet", subnet],
+            expect,
+        );
+    }
+    for (bridge, expect) in [
+        (
+            "up0",
+            "invalid bridge \"up0\": exists and is a veth device, not a bridge",
+        ),
+        ("ferry.1", "ferrynet's VXLAN device"),
+    ] {
+        assert_fails_and_changes_nothing(
+            &host,
+            &[
+                "network",
+                "create",
+                "green",
+                "--subnet",
+                "10.91.0.0/24",
+                "--bridge",
+                bridge,
+            ],
+            expect,
+        );
+    }
+    assert_fails_and_changes_nothing(
+        &host,
+        &[
+            "network",
+            "create",
+            "green",
+            "--subnet",
+            "10.91.0.0/24",
+            "--gateway",
+            "10.92.0.1",
+        ],
+        "invalid gateway \"10.92.0.1\": is not a host address of 10.91.0.0/24",
+    );
+    // The host's own namespace is not a container's.
+    let own = host.ns.path();
+    assert_fails_and_changes_nothing(
+        &host,
+        &["attach", own.to_str().unwrap(), "--network", "blue"],
+        "is the host's own network namespace",
+    );
+    let c = Ns::new("c");
+    let cp = c.path();
+    assert_fails_and_changes_nothing(
+        &host,
+        &[
+            "attach",
+            cp.to_str().unwrap(),
+            "--network",
+            "blue",
+            "--ip",
+            "10.90.0.1",
+        ],
+        "reserved (gateway)",
+    );
+    // A network recreated on its own (still present) bridge is no conflict with itself.
+    host.ferrynet(&["network", "rm", "blue"]);
+    host.ns
+        .exec(&["ip", "link", "add", "ferry-blue", "type", "bridge"]);
+    host.ns
+        .exec(&["ip", "addr", "add", "10.90.0.1/24", "dev", "ferry-blue"]);
+    host.ns.exec(&["ip", "link", "set", "ferry-blue", "up"]);
+    host.create_network("blue", "10.90.0.0/24");
+}

@@ -139,6 +139,40 @@ fn as_object<'a>(v: &'a Value, key: &str) -> Result<&'a Map<String, Value>, CniE
     })
 }
 
+/// The first configuration version that allows a command, as the reference skel gates them:
+/// CHECK came with 0.4.0, GC and STATUS with 1.1.0.
+fn introduced_in(command: &str) -> Option<&'static str> {
+    match command {
+        "CHECK" => Some("0.4.0"),
+        "GC" | "STATUS" => Some("1.1.0"),
+        _ => None,
+    }
+}
+
+fn version_triplet(v: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    let t = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(t)
+}
+
+/// Code 1 when the configuration's version predates `command` (an unparsable version is left
+/// to the configuration's own check, which names it).
+pub fn check_version_allows(command: &str, version: &str) -> Result<(), CniError> {
+    let (Some(first), Some(have)) = (introduced_in(command), version_triplet(version)) else {
+        return Ok(());
+    };
+    if have < version_triplet(first).expect("valid constant") {
+        return Err(CniError::new(
+            INCOMPATIBLE_VERSION,
+            format!("config version does not allow {command}"),
+        )
+        .with_details(format!(
+            "cniVersion {version:?}; {command} needs {first} or later"
+        )));
+    }
+    Ok(())
+}
+
 /// Only decodes: used by VERSION, which must work with nothing else valid.
 pub fn requested_version(stdin: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(stdin).ok()?;
@@ -181,7 +215,7 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         .map_err(|e| CniError::config(format!("invalid configuration: {e}")))?;
 
     let bridge = k.string("bridge")?.unwrap_or(DEFAULT_BRIDGE).to_string();
-    crate::network::validate_ifname("bridge", &bridge)
+    crate::network::validate_bridge_name(&bridge)
         .map_err(|e| CniError::config(format!("invalid configuration: {e}")))?;
 
     // A delegated IPAM plugin: any type other than ferrynet's own.
@@ -474,6 +508,26 @@ mod tests {
         assert_eq!(e.code, 6);
         let e = parse(br#"{"cniVersion":"1.0.0","name":"n1","ipam":{"type":"../x"}}"#).unwrap_err();
         assert_eq!(e.code, 7);
+    }
+
+    #[test]
+    fn commands_are_gated_by_the_config_version_as_the_skel_does() {
+        for (cmd, v, ok) in [
+            ("CHECK", "0.3.1", false),
+            ("CHECK", "0.4.0", true),
+            ("GC", "1.0.0", false),
+            ("STATUS", "0.4.0", false),
+            ("GC", "1.1.0", true),
+            ("ADD", "0.3.0", true),
+            ("DEL", "0.3.0", true),
+        ] {
+            let r = check_version_allows(cmd, v);
+            assert_eq!(r.is_ok(), ok, "{cmd} at {v}");
+            if let Err(e) = r {
+                assert_eq!(e.code, 1);
+                assert_eq!(e.msg, format!("config version does not allow {cmd}"));
+            }
+        }
     }
 
     #[test]

@@ -144,6 +144,9 @@ fn run(
         )));
     }
     let env = read_env(command)?;
+    if let Some(version) = config::requested_version(stdin) {
+        config::check_version_allows(command, &version)?;
+    }
     let mut conf = conf?;
     let state = match &conf.state_dir {
         // FERRYNET_STATE_DIR wins over the configuration's stateDir.

@@ -463,6 +463,26 @@ impl Handle {
 
     /// IPv4 routes of the main table.
     pub fn routes(&mut self) -> Result<Vec<Route>, NetlinkError> {
+        Ok(self
+            .main_table()?
+            .into_iter()
+            .map(|(route, _)| route)
+            .collect())
+    }
+
+    /// The main table's connected routes (unicast, no gateway, an interface): the networks
+    /// this namespace reaches directly, as (destination, interface index).
+    pub fn connected_routes(&mut self) -> Result<Vec<(Ipv4Net, u32)>, NetlinkError> {
+        Ok(self
+            .main_table()?
+            .into_iter()
+            .filter(|(r, kind)| *kind == RTN_UNICAST && r.gateway.is_none())
+            .filter_map(|(r, _)| Some((r.dst, r.oif?)))
+            .collect())
+    }
+
+    /// The main table's IPv4 routes with their rtm_type (unicast, blackhole, ...).
+    fn main_table(&mut self) -> Result<Vec<(Route, u8)>, NetlinkError> {
         let mut m = Message::new(RTM_GETROUTE, NLM_F_DUMP);
         m.header(&rtmsg(0, 0, 0, 0));
         let mut out = Vec::new();
@@ -473,6 +493,7 @@ impl Handle {
             }
             let dst_len = p[1];
             let protocol = p[5];
+            let kind = p[7];
             let mut table = p[4] as u32;
             let flags = u32::from_ne_bytes(p[8..12].try_into().unwrap());
             let mut dst = Ipv4Addr::UNSPECIFIED;
@@ -491,13 +512,14 @@ impl Handle {
                 continue;
             }
             if let Ok(dst) = Ipv4Net::new(dst, dst_len) {
-                out.push(Route {
+                let route = Route {
                     dst,
                     gateway,
                     oif,
                     onlink: flags & RTNH_F_ONLINK != 0,
                     protocol,
-                });
+                };
+                out.push((route, kind));
             }
         }
         Ok(out)
