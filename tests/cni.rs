@@ -882,6 +882,17 @@ fn refused_configurations_change_nothing_on_the_host() {
         ("bridge", json!("lo"), "invalid bridge \"lo\""),
         ("bridge", json!("ferry.1"), "ferrynet's VXLAN device"),
         (
+            "runtimeConfig",
+            json!({"mac": "01:00:5e:00:00:01"}),
+            "\"runtimeConfig.mac\"",
+        ),
+        (
+            "runtimeConfig",
+            json!({"mac": "00:00:00:00:00:00"}),
+            "\"runtimeConfig.mac\"",
+        ),
+        ("mtu", json!(575), "\"mtu\""),
+        (
             "ranges",
             json!([[{"rangeStart": "10.77.1.5"}]]),
             "invalid rangeStart \"10.77.1.5\"",

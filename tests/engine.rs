@@ -655,6 +655,18 @@ fn networks_on_the_hosts_own_addresses_are_refused_and_change_nothing() {
         ],
         "reserved (gateway)",
     );
+    assert_fails_and_changes_nothing(
+        &host,
+        &[
+            "attach",
+            cp.to_str().unwrap(),
+            "--network",
+            "blue",
+            "--mac",
+            "01:00:5e:00:00:01",
+        ],
+        "a multicast address",
+    );
     // A network recreated on its own (still present) bridge is no conflict with itself.
     host.ferrynet(&["network", "rm", "blue"]);
     host.ns

@@ -80,7 +80,21 @@ impl std::str::FromStr for Mac {
         }
         let mut b = [0u8; 6];
         for (i, p) in parts.iter().enumerate() {
+            let hex = (1..=2).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_hexdigit());
+            if !hex {
+                return Err(format!("invalid MAC address {s:?}"));
+            }
             b[i] = u8::from_str_radix(p, 16).map_err(|_| format!("invalid MAC address {s:?}"))?;
+        }
+        // An interface's own address must be unicast (the kernel refuses the others half-way
+        // through an attach).
+        if b == [0; 6] {
+            return Err(format!("invalid MAC address {s:?}: all zeros"));
+        }
+        if b[0] & 1 == 1 {
+            return Err(format!(
+                "invalid MAC address {s:?}: a multicast address (the first octet is odd)"
+            ));
         }
         Ok(Mac(b))
     }
