@@ -13,11 +13,10 @@
 //! scan or by [`Ipam::gc`]. An allocation costs two symlink() calls, no rename and no scan.
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
-
+use crate::family::Family;
 use crate::util::{
     create_value_link, ensure_dir, entry_exists, read_value_link, remove_if_exists, FileLock,
 };
@@ -27,17 +26,17 @@ pub enum IpamError {
     #[error("no free address left in {range}")]
     Exhausted { range: String },
     #[error("address {ip} is already in use (by {owner})")]
-    InUse { ip: Ipv4Addr, owner: String },
+    InUse { ip: IpAddr, owner: String },
     #[error("address {ip} is outside the range {range}")]
-    OutOfRange { ip: Ipv4Addr, range: String },
+    OutOfRange { ip: IpAddr, range: String },
     #[error("address {ip} is reserved ({why}) in {range}")]
     Reserved {
-        ip: Ipv4Addr,
+        ip: IpAddr,
         why: &'static str,
         range: String,
     },
     #[error("{key} already holds address {ip}")]
-    KeyExists { key: String, ip: Ipv4Addr },
+    KeyExists { key: String, ip: IpAddr },
     #[error("IPAM state {path}: {source}")]
     Io {
         path: PathBuf,
@@ -46,19 +45,23 @@ pub enum IpamError {
     },
 }
 
-/// The addresses a network may hand out: a subnet, optionally narrowed to [start, end], minus
-/// the network address, the broadcast address and the gateway.
+/// How many addresses past the cursor an allocation looks at before calling the pool full:
+/// the whole pool for IPv4, a bound for IPv6 pools (a /64 cannot be probed to the end).
+const MAX_PROBES: u128 = 1 << 20;
+
+/// The addresses a network may hand out in one family: a subnet, optionally narrowed to
+/// [start, end], minus the network address, the broadcast address (IPv4) and the gateway.
 #[derive(Debug, Clone)]
-pub struct Pool {
-    pub subnet: Ipv4Net,
-    pub start: Ipv4Addr,
-    pub end: Ipv4Addr,
-    pub gateway: Option<Ipv4Addr>,
+pub struct Pool<A: Family> {
+    pub subnet: A::Net,
+    pub start: A,
+    pub end: A,
+    pub gateway: Option<A>,
 }
 
-impl Pool {
-    pub fn new(subnet: Ipv4Net, gateway: Option<Ipv4Addr>) -> Pool {
-        let (start, end) = usable_bounds(subnet);
+impl<A: Family> Pool<A> {
+    pub fn new(subnet: A::Net, gateway: Option<A>) -> Pool<A> {
+        let (start, end) = A::usable(subnet);
         Pool {
             subnet,
             start,
@@ -68,7 +71,7 @@ impl Pool {
     }
 
     fn describe(&self) -> String {
-        if (self.start, self.end) == usable_bounds(self.subnet) {
+        if (self.start, self.end) == A::usable(self.subnet) {
             self.subnet.to_string()
         } else {
             format!("{} ({}-{})", self.subnet, self.start, self.end)
@@ -76,23 +79,30 @@ impl Pool {
     }
 
     /// Whether `ip` may be handed out: inside the range, not the network, broadcast or gateway.
-    pub fn check(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
+    pub fn check(&self, ip: A) -> Result<(), IpamError> {
         let range = self.describe();
-        if !self.subnet.contains(&ip) || ip < self.start || ip > self.end {
-            let (lo, hi) = usable_bounds(self.subnet);
-            if self.subnet.contains(&ip) && (ip < lo || ip > hi) {
-                let why = if ip == self.subnet.network() {
+        if !A::contains(self.subnet, ip) || ip < self.start || ip > self.end {
+            let (lo, hi) = A::usable(self.subnet);
+            if A::contains(self.subnet, ip) && (ip < lo || ip > hi) {
+                let why = if ip == A::network(self.subnet) {
                     "network address"
                 } else {
                     "broadcast address"
                 };
-                return Err(IpamError::Reserved { ip, why, range });
+                return Err(IpamError::Reserved {
+                    ip: ip.into(),
+                    why,
+                    range,
+                });
             }
-            return Err(IpamError::OutOfRange { ip, range });
+            return Err(IpamError::OutOfRange {
+                ip: ip.into(),
+                range,
+            });
         }
         if Some(ip) == self.gateway {
             return Err(IpamError::Reserved {
-                ip,
+                ip: ip.into(),
                 why: "gateway",
                 range,
             });
@@ -100,9 +110,9 @@ impl Pool {
         Ok(())
     }
 
-    /// How many addresses the pool can hand out.
-    pub fn capacity(&self) -> u64 {
-        let n = u32::from(self.end) as u64 + 1 - u32::from(self.start) as u64;
+    /// How many addresses the pool can hand out (saturating for the largest IPv6 pools).
+    pub fn capacity(&self) -> u128 {
+        let n = (self.end.to_bits() - self.start.to_bits()).saturating_add(1);
         match self.gateway {
             Some(g) if g >= self.start && g <= self.end => n - 1,
             _ => n,
@@ -110,24 +120,13 @@ impl Pool {
     }
 }
 
-/// First and last host address of a subnet (/31 and /32 have no network/broadcast).
-fn usable_bounds(subnet: Ipv4Net) -> (Ipv4Addr, Ipv4Addr) {
-    let net = u32::from(subnet.network());
-    let bcast = u32::from(subnet.broadcast());
-    if subnet.prefix_len() >= 31 {
-        (Ipv4Addr::from(net), Ipv4Addr::from(bcast))
-    } else {
-        (Ipv4Addr::from(net + 1), Ipv4Addr::from(bcast - 1))
-    }
-}
-
-pub struct Ipam {
+pub struct Ipam<A: Family> {
     dir: PathBuf,
-    pool: Pool,
+    pool: Pool<A>,
 }
 
-impl Ipam {
-    pub fn new(dir: &Path, pool: Pool) -> Ipam {
+impl<A: Family> Ipam<A> {
+    pub fn new(dir: &Path, pool: Pool<A>) -> Ipam<A> {
         Ipam {
             dir: dir.to_path_buf(),
             pool,
@@ -146,7 +145,7 @@ impl Ipam {
         self.io(&p, FileLock::acquire(&p))
     }
 
-    fn ip_file(&self, ip: Ipv4Addr) -> PathBuf {
+    fn ip_file(&self, ip: A) -> PathBuf {
         self.dir.join(format!("ip-{ip}"))
     }
 
@@ -156,7 +155,7 @@ impl Ipam {
 
     /// Reserves an address for `key` (`requested`, or the next free one after the last
     /// handed out). A key holds at most one address.
-    pub fn allocate(&self, key: &str, requested: Option<Ipv4Addr>) -> Result<Ipv4Addr, IpamError> {
+    pub fn allocate(&self, key: &str, requested: Option<A>) -> Result<A, IpamError> {
         if let Some(ip) = requested {
             self.pool.check(ip)?;
         }
@@ -165,13 +164,16 @@ impl Ipam {
         if let Some(ip) = self.lookup(key)? {
             return Err(IpamError::KeyExists {
                 key: key.to_string(),
-                ip,
+                ip: ip.into(),
             });
         }
         let ip = match requested {
             Some(ip) => {
                 if let Some(owner) = self.owner(ip)? {
-                    return Err(IpamError::InUse { ip, owner });
+                    return Err(IpamError::InUse {
+                        ip: ip.into(),
+                        owner,
+                    });
                 }
                 ip
             }
@@ -193,18 +195,18 @@ impl Ipam {
 
     /// Round-robin from the cursor: the just-released address is not handed out again until
     /// the pool wraps. With free addresses after the cursor this probes O(1) files.
-    fn next_free(&self, cursor: &str) -> Result<Ipv4Addr, IpamError> {
-        let start = u32::from(self.pool.start);
-        let end = u32::from(self.pool.end);
-        let span = end - start + 1;
+    fn next_free(&self, cursor: &str) -> Result<A, IpamError> {
+        let start = self.pool.start.to_bits();
+        let end = self.pool.end.to_bits();
+        let span = (end - start).saturating_add(1);
         let last = cursor
-            .parse::<Ipv4Addr>()
+            .parse::<A>()
             .ok()
-            .map(u32::from)
+            .map(A::to_bits)
             .filter(|l| *l >= start && *l <= end)
             .unwrap_or(end);
-        for i in 1..=span {
-            let candidate = Ipv4Addr::from(start + (last - start + i) % span);
+        for i in 1..=span.min(MAX_PROBES) {
+            let candidate = A::from_bits(start + (last - start + i) % span);
             if Some(candidate) == self.pool.gateway {
                 continue;
             }
@@ -218,20 +220,20 @@ impl Ipam {
     }
 
     /// The address `key` holds, if any.
-    pub fn lookup(&self, key: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+    pub fn lookup(&self, key: &str) -> Result<Option<A>, IpamError> {
         let p = self.key_file(key);
         let value = self.io(&p, read_value_link(&p))?;
         Ok(value.and_then(|s| s.parse().ok()))
     }
 
-    fn owner(&self, ip: Ipv4Addr) -> Result<Option<String>, IpamError> {
+    fn owner(&self, ip: A) -> Result<Option<String>, IpamError> {
         let p = self.ip_file(ip);
         self.io(&p, read_value_link(&p))
     }
 
     /// Releases whatever `key` holds. Idempotent: releasing nothing is fine. Returns the
     /// address released.
-    pub fn release(&self, key: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+    pub fn release(&self, key: &str) -> Result<Option<A>, IpamError> {
         if !self.dir.exists() {
             return Ok(None);
         }
@@ -253,7 +255,7 @@ impl Ipam {
         Ok(released)
     }
 
-    fn release_orphans_of(&self, key: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+    fn release_orphans_of(&self, key: &str) -> Result<Option<A>, IpamError> {
         let mut released = None;
         for (ip, owner) in self.reservations()? {
             if owner == key {
@@ -266,7 +268,7 @@ impl Ipam {
     }
 
     /// Every reservation: (address, key).
-    pub fn reservations(&self) -> Result<Vec<(Ipv4Addr, String)>, IpamError> {
+    pub fn reservations(&self) -> Result<Vec<(A, String)>, IpamError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -278,7 +280,7 @@ impl Ipam {
             let Some(ip) = name
                 .to_str()
                 .and_then(|n| n.strip_prefix("ip-"))
-                .and_then(|s| s.parse::<Ipv4Addr>().ok())
+                .and_then(|s| s.parse::<A>().ok())
             else {
                 continue;
             };
@@ -314,6 +316,8 @@ impl Ipam {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipnet::{Ipv4Net, Ipv6Net};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn tmp(name: &str) -> PathBuf {
         let mut r = [0u8; 4];
@@ -321,7 +325,7 @@ mod tests {
         std::env::temp_dir().join(format!("ferrynet-ipam-{name}-{}", u32::from_ne_bytes(r)))
     }
 
-    fn pool(s: &str) -> Pool {
+    fn pool(s: &str) -> Pool<Ipv4Addr> {
         let subnet: Ipv4Net = s.parse().unwrap();
         Pool::new(
             subnet,
@@ -421,5 +425,45 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), 40);
         Ipam::new(&dir, p).destroy().unwrap();
+    }
+
+    #[test]
+    fn ipv6_pools_allocate_and_reserve_like_ipv4() {
+        let dir = tmp("v6");
+        let subnet: Ipv6Net = "fd00:90::/64".parse().unwrap();
+        let gw: Ipv6Addr = "fd00:90::1".parse().unwrap();
+        let ipam = Ipam::new(&dir, Pool::new(subnet, Some(gw)));
+        let a = ipam.allocate("c1:eth0", None).unwrap();
+        assert_eq!(a, "fd00:90::2".parse::<Ipv6Addr>().unwrap());
+        assert!(matches!(
+            ipam.allocate("c2:eth0", Some(gw)),
+            Err(IpamError::Reserved { why: "gateway", .. })
+        ));
+        assert!(matches!(
+            ipam.allocate("c2:eth0", Some("fd00:90::".parse().unwrap())),
+            Err(IpamError::Reserved {
+                why: "network address",
+                ..
+            })
+        ));
+        let last: Ipv6Addr = "fd00:90::ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(ipam.allocate("c2:eth0", Some(last)).unwrap(), last);
+        assert_eq!(ipam.reservations().unwrap().len(), 2);
+        assert_eq!(ipam.lookup("c2:eth0").unwrap(), Some(last));
+        assert_eq!(ipam.release("c1:eth0").unwrap(), Some(a));
+        assert_eq!(Pool::new(subnet, Some(gw)).capacity(), (1u128 << 64) - 2);
+        ipam.destroy().unwrap();
+        // A small IPv6 pool runs out like an IPv4 one.
+        let tiny: Ipv6Net = "fd00:91::/126".parse().unwrap();
+        let tiny_gw: Ipv6Addr = "fd00:91::1".parse().unwrap();
+        let ipam = Ipam::new(&dir, Pool::new(tiny, Some(tiny_gw)));
+        for key in ["a", "b"] {
+            ipam.allocate(key, None).unwrap();
+        }
+        assert!(matches!(
+            ipam.allocate("c", None),
+            Err(IpamError::Exhausted { .. })
+        ));
+        ipam.destroy().unwrap();
     }
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod cni;
 pub mod failpoint;
+pub mod family;
 pub mod firewall;
 pub mod hostnet;
 pub mod ipam;

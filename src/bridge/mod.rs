@@ -185,7 +185,7 @@ pub fn default_mtu() -> u32 {
 }
 
 /// The addresses a network hands out.
-pub fn pool_of(net: &NetworkConfig) -> Pool {
+pub fn pool_of(net: &NetworkConfig) -> Pool<Ipv4Addr> {
     let mut pool = Pool::new(net.subnet, Some(net.gateway));
     if let Some(start) = net.range_start {
         pool.start = pool.start.max(start);
@@ -209,7 +209,7 @@ impl Driver {
         &self.state
     }
 
-    fn ipam(&self, net: &NetworkConfig) -> Ipam {
+    fn ipam(&self, net: &NetworkConfig) -> Ipam<Ipv4Addr> {
         Ipam::new(&self.state.ipam_dir(&net.name), pool_of(net))
     }
 

@@ -423,7 +423,7 @@ fn status(driver: &Driver, conf: &NetConf) -> Result<(), CniError> {
         let used = ipam
             .reservations()
             .map_err(|e| CniError::new(NOT_AVAILABLE, e.to_string()))?
-            .len() as u64;
+            .len() as u128;
         if used >= pool_of(&net).capacity() {
             return Err(CniError::new(
                 NOT_AVAILABLE,

@@ -1,0 +1,134 @@
+//! The two address families behind one trait, so that code whose behaviour is the same for
+//! IPv4 and IPv6 (address pools, reservations, range arithmetic) is written once, typed, and
+//! never mixes families. Where the families differ it says so here: IPv4 keeps its broadcast
+//! address out of a pool, IPv6 has none (only the subnet-router anycast address, the
+//! subnet's first, is kept out, as for IPv4's network address).
+
+use std::fmt::{Debug, Display};
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+pub trait Family:
+    Copy + Eq + Ord + Hash + Debug + Display + FromStr + Send + Sync + Into<IpAddr> + 'static
+{
+    type Net: Copy + Eq + Debug + Display + Send + Sync + Into<IpNet> + 'static;
+
+    /// "IPv4" or "IPv6", for messages.
+    const NAME: &'static str;
+
+    fn to_bits(self) -> u128;
+    fn from_bits(bits: u128) -> Self;
+    fn network(net: Self::Net) -> Self;
+    /// The subnet's last address (IPv4: the broadcast address).
+    fn last(net: Self::Net) -> Self;
+    fn prefix_len(net: Self::Net) -> u8;
+    fn with_prefix(ip: Self, prefix_len: u8) -> Self::Net;
+
+    fn contains(net: Self::Net, ip: Self) -> bool {
+        (Self::network(net)..=Self::last(net)).contains(&ip)
+    }
+
+    /// The first and last address a host may use: not the network address, and for IPv4 not
+    /// the broadcast address (/31 and /32 have neither).
+    fn usable(net: Self::Net) -> (Self, Self);
+
+    /// The address `n` after `ip`, wrapping inside the family.
+    fn offset(ip: Self, n: u128) -> Self {
+        Self::from_bits(ip.to_bits().wrapping_add(n))
+    }
+}
+
+impl Family for Ipv4Addr {
+    type Net = Ipv4Net;
+    const NAME: &'static str = "IPv4";
+
+    fn to_bits(self) -> u128 {
+        u32::from(self) as u128
+    }
+    fn from_bits(bits: u128) -> Self {
+        Ipv4Addr::from(bits as u32)
+    }
+    fn network(net: Ipv4Net) -> Self {
+        net.network()
+    }
+    fn last(net: Ipv4Net) -> Self {
+        net.broadcast()
+    }
+    fn prefix_len(net: Ipv4Net) -> u8 {
+        net.prefix_len()
+    }
+    fn with_prefix(ip: Self, prefix_len: u8) -> Ipv4Net {
+        Ipv4Net::new(ip, prefix_len).expect("prefix length of an IPv4 subnet")
+    }
+    fn usable(net: Ipv4Net) -> (Self, Self) {
+        let (first, last) = (net.network(), net.broadcast());
+        if net.prefix_len() >= 31 {
+            (first, last)
+        } else {
+            (Self::offset(first, 1), Self::from_bits(last.to_bits() - 1))
+        }
+    }
+}
+
+impl Family for Ipv6Addr {
+    type Net = Ipv6Net;
+    const NAME: &'static str = "IPv6";
+
+    fn to_bits(self) -> u128 {
+        u128::from(self)
+    }
+    fn from_bits(bits: u128) -> Self {
+        Ipv6Addr::from(bits)
+    }
+    fn network(net: Ipv6Net) -> Self {
+        net.network()
+    }
+    fn last(net: Ipv6Net) -> Self {
+        net.broadcast()
+    }
+    fn prefix_len(net: Ipv6Net) -> u8 {
+        net.prefix_len()
+    }
+    fn with_prefix(ip: Self, prefix_len: u8) -> Ipv6Net {
+        Ipv6Net::new(ip, prefix_len).expect("prefix length of an IPv6 subnet")
+    }
+    fn usable(net: Ipv6Net) -> (Self, Self) {
+        let first = net.network();
+        if net.prefix_len() >= 127 {
+            (first, net.broadcast())
+        } else {
+            (Self::offset(first, 1), net.broadcast())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usable_ranges_per_family() {
+        let v4: Ipv4Net = "10.90.0.0/24".parse().unwrap();
+        assert_eq!(
+            Ipv4Addr::usable(v4),
+            ("10.90.0.1".parse().unwrap(), "10.90.0.254".parse().unwrap())
+        );
+        let v6: Ipv6Net = "fd00:90::/64".parse().unwrap();
+        assert_eq!(
+            Ipv6Addr::usable(v6),
+            (
+                "fd00:90::1".parse().unwrap(),
+                "fd00:90::ffff:ffff:ffff:ffff".parse().unwrap()
+            )
+        );
+        assert!(Ipv6Addr::contains(v6, "fd00:90::5".parse().unwrap()));
+        assert!(!Ipv6Addr::contains(v6, "fd00:91::5".parse().unwrap()));
+        assert_eq!(
+            Ipv6Addr::offset("fd00:90::ffff".parse().unwrap(), 1),
+            "fd00:90::1:0".parse::<Ipv6Addr>().unwrap()
+        );
+    }
+}
