@@ -1,12 +1,18 @@
 //! Typed netlink operations on links, addresses, routes, neighbours and FDB entries, in the
 //! namespace a [`Handle`] was opened in. No `ip` binary is involved.
 
+mod addr;
+mod link;
+mod neigh;
 mod route;
+mod rtnl;
 pub mod socket;
 
-pub use route::{
-    Addr, Handle, Link, Neighbour, Route, VethSpec, VxlanSpec, PROTO_BOOT, PROTO_FERRYNET,
-};
+pub use addr::Addr;
+pub use link::{Link, VethSpec, VxlanSpec};
+pub use neigh::Neighbour;
+pub use route::{Route, PROTO_BOOT, PROTO_FERRYNET};
+pub use rtnl::Handle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {

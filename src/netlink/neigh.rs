@@ -1,0 +1,116 @@
+//! Neighbour (ARP) entries and bridge FDB entries.
+
+use std::net::Ipv4Addr;
+
+use super::rtnl::*;
+use super::socket::{attrs, Message, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
+use super::{Mac, NetlinkError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbour {
+    pub index: u32,
+    pub ip: Ipv4Addr,
+    pub mac: Option<Mac>,
+}
+
+impl Handle {
+    /// A permanent ARP entry (replaced if present).
+    pub fn set_neighbour(
+        &mut self,
+        index: u32,
+        ip: Ipv4Addr,
+        mac: Mac,
+    ) -> Result<(), NetlinkError> {
+        let mut m = Message::new(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
+        m.header(&ndmsg(AF_INET, index, NUD_PERMANENT, 0));
+        m.attr(NDA_DST, &ip.octets());
+        m.attr(NDA_LLADDR, &mac.0);
+        self.ack(m)
+    }
+
+    pub fn del_neighbour(&mut self, index: u32, ip: Ipv4Addr) -> Result<(), NetlinkError> {
+        let mut m = Message::new(RTM_DELNEIGH, 0);
+        m.header(&ndmsg(AF_INET, index, 0, 0));
+        m.attr(NDA_DST, &ip.octets());
+        self.ack(m)
+    }
+
+    pub fn neighbours(&mut self, index: Option<u32>) -> Result<Vec<Neighbour>, NetlinkError> {
+        let mut m = Message::new(RTM_GETNEIGH, NLM_F_DUMP);
+        m.header(&ndmsg(AF_INET, 0, 0, 0));
+        let mut out = Vec::new();
+        for r in self.sock.dump(m)? {
+            let p = &r.payload;
+            if p.len() < 12 || p[0] != AF_INET {
+                continue;
+            }
+            let idx = u32::from_ne_bytes(p[4..8].try_into().unwrap());
+            if index.is_some_and(|i| i != idx) {
+                continue;
+            }
+            let mut ip = None;
+            let mut mac = None;
+            for (kind, data) in attrs(&p[12..]) {
+                match kind {
+                    NDA_DST => ip = ipv4(data),
+                    NDA_LLADDR => mac = mac_of(data),
+                    _ => {}
+                }
+            }
+            if let Some(ip) = ip {
+                out.push(Neighbour {
+                    index: idx,
+                    ip,
+                    mac,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `bridge fdb append MAC dev DEV dst IP self permanent` (VXLAN peers).
+    pub fn append_fdb(&mut self, index: u32, mac: Mac, dst: Ipv4Addr) -> Result<(), NetlinkError> {
+        let mut m = Message::new(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND);
+        m.header(&ndmsg(AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF));
+        m.attr(NDA_LLADDR, &mac.0);
+        m.attr(NDA_DST, &dst.octets());
+        self.ack(m)
+    }
+
+    /// The FDB entries of one device that point at a remote IP (VXLAN): (MAC, destination).
+    pub fn fdb(&mut self, index: u32) -> Result<Vec<(Mac, Ipv4Addr)>, NetlinkError> {
+        let mut m = Message::new(RTM_GETNEIGH, NLM_F_DUMP);
+        m.header(&ndmsg(AF_BRIDGE, 0, 0, 0));
+        let mut out = Vec::new();
+        for r in self.sock.dump(m)? {
+            let p = &r.payload;
+            if p.len() < 12 || p[0] != AF_BRIDGE {
+                continue;
+            }
+            if u32::from_ne_bytes(p[4..8].try_into().unwrap()) != index {
+                continue;
+            }
+            let mut mac = None;
+            let mut dst = None;
+            for (kind, data) in attrs(&p[12..]) {
+                match kind {
+                    NDA_LLADDR => mac = mac_of(data),
+                    NDA_DST => dst = ipv4(data),
+                    _ => {}
+                }
+            }
+            if let (Some(mac), Some(dst)) = (mac, dst) {
+                out.push((mac, dst));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn del_fdb(&mut self, index: u32, mac: Mac, dst: Ipv4Addr) -> Result<(), NetlinkError> {
+        let mut m = Message::new(RTM_DELNEIGH, 0);
+        m.header(&ndmsg(AF_BRIDGE, index, 0, NTF_SELF));
+        m.attr(NDA_LLADDR, &mac.0);
+        m.attr(NDA_DST, &dst.octets());
+        self.ack(m)
+    }
+}
