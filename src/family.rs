@@ -18,6 +18,15 @@ pub trait Family:
 
     /// "IPv4" or "IPv6", for messages.
     const NAME: &'static str;
+    /// The kernel's address family (AF_INET, AF_INET6).
+    const AF: u8;
+    /// The widest prefix.
+    const MAX_PREFIX: u8;
+
+    /// The address in network byte order.
+    fn bytes(self) -> Vec<u8>;
+    /// An address from network byte order (`None` when `b` is too short).
+    fn from_bytes(b: &[u8]) -> Option<Self>;
 
     fn to_bits(self) -> u128;
     fn from_bits(bits: u128) -> Self;
@@ -44,6 +53,16 @@ pub trait Family:
 impl Family for Ipv4Addr {
     type Net = Ipv4Net;
     const NAME: &'static str = "IPv4";
+    const AF: u8 = libc::AF_INET as u8;
+    const MAX_PREFIX: u8 = 32;
+
+    fn bytes(self) -> Vec<u8> {
+        self.octets().to_vec()
+    }
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        let b: [u8; 4] = b.get(..4)?.try_into().ok()?;
+        Some(Ipv4Addr::from(b))
+    }
 
     fn to_bits(self) -> u128 {
         u32::from(self) as u128
@@ -76,6 +95,16 @@ impl Family for Ipv4Addr {
 impl Family for Ipv6Addr {
     type Net = Ipv6Net;
     const NAME: &'static str = "IPv6";
+    const AF: u8 = libc::AF_INET6 as u8;
+    const MAX_PREFIX: u8 = 128;
+
+    fn bytes(self) -> Vec<u8> {
+        self.octets().to_vec()
+    }
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        let b: [u8; 16] = b.get(..16)?.try_into().ok()?;
+        Some(Ipv6Addr::from(b))
+    }
 
     fn to_bits(self) -> u128 {
         u128::from(self)

@@ -41,7 +41,7 @@ pub fn subnet_conflict(
             .find(|a| a.index == index && overlaps(a.net.trunc(), subnet))
             .map(|a| a.net)
     };
-    for (route, index) in h.connected_routes()? {
+    for (route, index) in h.connected_routes::<std::net::Ipv4Addr>()? {
         if !overlaps(route, subnet) {
             continue;
         }

@@ -276,7 +276,7 @@ fn cross_host(host_a: &Netns, state: &std::path::Path) -> Result<()> {
         ns.run(|| -> Result<()> {
             let mut h = Handle::new()?;
             let l = h.link_by_name("eth0")?.context("eth0 vanished")?;
-            h.add_addr(l.index, ip.parse()?)?;
+            h.add_addr(l.index, ip.parse::<ipnet::IpNet>()?)?;
             h.set_up(l.index)?;
             h.set_up(1)?;
             Ok(())
@@ -434,13 +434,13 @@ fn build_uplink(world: &Netns) -> Result<()> {
         master: None,
     })?;
     let up = h.link_by_name("uplink0")?.context("uplink0 vanished")?;
-    h.add_addr(up.index, "10.201.0.1/24".parse()?)?;
+    h.add_addr(up.index, "10.201.0.1/24".parse::<ipnet::IpNet>()?)?;
     h.set_up(up.index)?;
     h.set_up(1)?;
     world.run(|| -> Result<()> {
         let mut w = Handle::new()?;
         let wan = w.link_by_name("wan0")?.context("wan0 vanished")?;
-        w.add_addr(wan.index, "10.201.0.2/24".parse()?)?;
+        w.add_addr(wan.index, "10.201.0.2/24".parse::<ipnet::IpNet>()?)?;
         w.set_up(wan.index)?;
         w.set_up(1)?;
         // The world knows no route to the containers: only masquerade lets them talk to it.

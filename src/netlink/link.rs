@@ -196,8 +196,17 @@ impl Handle {
 
     /// Whether IPv4 forwarding is on in this namespace (read over netlink: no /proc walk).
     pub fn ipv4_forwarding(&mut self) -> Result<bool, NetlinkError> {
+        self.forwarding(AF_INET)
+    }
+
+    /// Whether IPv6 forwarding is on for all interfaces of this namespace.
+    pub fn ipv6_forwarding(&mut self) -> Result<bool, NetlinkError> {
+        self.forwarding(AF_INET6 as u8)
+    }
+
+    fn forwarding(&mut self, family: u8) -> Result<bool, NetlinkError> {
         let mut m = Message::new(RTM_GETNETCONF, 0);
-        m.header(&[AF_INET, 0, 0, 0]);
+        m.header(&[family, 0, 0, 0]);
         m.attr(NETCONFA_IFINDEX, &NETCONFA_IFINDEX_ALL.to_ne_bytes());
         for r in self.sock.request(m)? {
             for (kind, data) in attrs(r.payload.get(4..).unwrap_or(&[])) {

@@ -8,10 +8,10 @@ mod route;
 mod rtnl;
 pub mod socket;
 
-pub use addr::Addr;
+pub use addr::{Addr, Addr6};
 pub use link::{Link, VethSpec, VxlanSpec};
 pub use neigh::Neighbour;
-pub use route::{Route, PROTO_BOOT, PROTO_FERRYNET};
+pub use route::{Route, Route6, RouteOf, PROTO_BOOT, PROTO_FERRYNET};
 pub use rtnl::Handle;
 
 #[derive(Debug, thiserror::Error)]

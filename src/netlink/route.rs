@@ -1,6 +1,7 @@
-//! Routes of the main table.
+//! Routes of the main table, both families: one generic route type, [`Route`] (IPv4) and
+//! [`Route6`] (IPv6) for short.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
 
@@ -9,11 +10,12 @@ use super::socket::{
     attr_u32, attrs, Message, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
 };
 use super::NetlinkError;
+use crate::family::Family;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
-    pub dst: Ipv4Net,
-    pub gateway: Option<Ipv4Addr>,
+pub struct RouteOf<A: Family> {
+    pub dst: A::Net,
+    pub gateway: Option<A>,
     pub oif: Option<u32>,
     pub onlink: bool,
     /// Who owns the route (rtm_protocol): [`PROTO_BOOT`] for container routes,
@@ -21,42 +23,52 @@ pub struct Route {
     pub protocol: u8,
 }
 
+pub type Route = RouteOf<Ipv4Addr>;
+pub type Route6 = RouteOf<Ipv6Addr>;
+
 pub const PROTO_BOOT: u8 = RTPROT_BOOT;
 /// The agent's routes (an unassigned rtm_protocol value; `ip route show proto 211`).
 pub const PROTO_FERRYNET: u8 = 211;
 
 impl Handle {
-    pub fn add_route(&mut self, route: &Route) -> Result<(), NetlinkError> {
+    pub fn add_route<A: Family>(&mut self, route: &RouteOf<A>) -> Result<(), NetlinkError> {
         self.route_msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, route)
     }
 
     /// Adds or replaces a route to the same destination (reconcilers use this).
-    pub fn replace_route(&mut self, route: &Route) -> Result<(), NetlinkError> {
+    pub fn replace_route<A: Family>(&mut self, route: &RouteOf<A>) -> Result<(), NetlinkError> {
         self.route_msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, route)
     }
 
-    pub fn del_route(&mut self, route: &Route) -> Result<(), NetlinkError> {
+    pub fn del_route<A: Family>(&mut self, route: &RouteOf<A>) -> Result<(), NetlinkError> {
         self.route_msg(RTM_DELROUTE, 0, route)
     }
 
-    fn route_msg(&mut self, kind: u16, flags: u16, r: &Route) -> Result<(), NetlinkError> {
-        let scope = if r.gateway.is_some() {
+    fn route_msg<A: Family>(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        r: &RouteOf<A>,
+    ) -> Result<(), NetlinkError> {
+        // IPv4 needs link scope for a route without a gateway; IPv6 has no route scopes.
+        let scope = if r.gateway.is_some() || A::AF != AF_INET {
             RT_SCOPE_UNIVERSE
         } else {
             RT_SCOPE_LINK
         };
         let mut m = Message::new(kind, flags);
         m.header(&rtmsg(
-            r.dst.prefix_len(),
+            A::AF,
+            A::prefix_len(r.dst),
             scope,
             if r.onlink { RTNH_F_ONLINK } else { 0 },
             r.protocol,
         ));
-        if r.dst.prefix_len() > 0 {
-            m.attr(RTA_DST, &r.dst.network().octets());
+        if A::prefix_len(r.dst) > 0 {
+            m.attr(RTA_DST, &A::network(r.dst).bytes());
         }
         if let Some(gw) = r.gateway {
-            m.attr(RTA_GATEWAY, &gw.octets());
+            m.attr(RTA_GATEWAY, &gw.bytes());
         }
         if let Some(oif) = r.oif {
             m.attr_u32(RTA_OIF, oif);
@@ -67,7 +79,16 @@ impl Handle {
     /// IPv4 routes of the main table.
     pub fn routes(&mut self) -> Result<Vec<Route>, NetlinkError> {
         Ok(self
-            .main_table()?
+            .main_table::<Ipv4Addr>()?
+            .into_iter()
+            .map(|(route, _)| route)
+            .collect())
+    }
+
+    /// IPv6 routes of the main table.
+    pub fn routes6(&mut self) -> Result<Vec<Route6>, NetlinkError> {
+        Ok(self
+            .main_table::<Ipv6Addr>()?
             .into_iter()
             .map(|(route, _)| route)
             .collect())
@@ -75,23 +96,23 @@ impl Handle {
 
     /// The main table's connected routes (unicast, no gateway, an interface): the networks
     /// this namespace reaches directly, as (destination, interface index).
-    pub fn connected_routes(&mut self) -> Result<Vec<(Ipv4Net, u32)>, NetlinkError> {
+    pub fn connected_routes<A: Family>(&mut self) -> Result<Vec<(A::Net, u32)>, NetlinkError> {
         Ok(self
-            .main_table()?
+            .main_table::<A>()?
             .into_iter()
             .filter(|(r, kind)| *kind == RTN_UNICAST && r.gateway.is_none())
             .filter_map(|(r, _)| Some((r.dst, r.oif?)))
             .collect())
     }
 
-    /// The main table's IPv4 routes with their rtm_type (unicast, blackhole, ...).
-    fn main_table(&mut self) -> Result<Vec<(Route, u8)>, NetlinkError> {
+    /// The main table's routes of one family with their rtm_type (unicast, blackhole, ...).
+    fn main_table<A: Family>(&mut self) -> Result<Vec<(RouteOf<A>, u8)>, NetlinkError> {
         let mut m = Message::new(RTM_GETROUTE, NLM_F_DUMP);
-        m.header(&rtmsg(0, 0, 0, 0));
+        m.header(&rtmsg(A::AF, 0, 0, 0, 0));
         let mut out = Vec::new();
         for r in self.sock.dump(m)? {
             let p = &r.payload;
-            if p.len() < 12 || p[0] != AF_INET {
+            if p.len() < 12 || p[0] != A::AF {
                 continue;
             }
             let dst_len = p[1];
@@ -99,31 +120,29 @@ impl Handle {
             let kind = p[7];
             let mut table = p[4] as u32;
             let flags = u32::from_ne_bytes(p[8..12].try_into().unwrap());
-            let mut dst = Ipv4Addr::UNSPECIFIED;
+            let mut dst = A::from_bits(0);
             let mut gateway = None;
             let mut oif = None;
             for (kind, data) in attrs(&p[12..]) {
                 match kind {
-                    RTA_DST => dst = ipv4(data).unwrap_or(dst),
-                    RTA_GATEWAY => gateway = ipv4(data),
+                    RTA_DST => dst = A::from_bytes(data).unwrap_or(dst),
+                    RTA_GATEWAY => gateway = A::from_bytes(data),
                     RTA_OIF => oif = attr_u32(data),
                     RTA_TABLE => table = attr_u32(data).unwrap_or(table),
                     _ => {}
                 }
             }
-            if table != RT_TABLE_MAIN as u32 {
+            if table != RT_TABLE_MAIN as u32 || dst_len > A::MAX_PREFIX {
                 continue;
             }
-            if let Ok(dst) = Ipv4Net::new(dst, dst_len) {
-                let route = Route {
-                    dst,
-                    gateway,
-                    oif,
-                    onlink: flags & RTNH_F_ONLINK != 0,
-                    protocol,
-                };
-                out.push((route, kind));
-            }
+            let route = RouteOf {
+                dst: A::with_prefix(dst, dst_len),
+                gateway,
+                oif,
+                onlink: flags & RTNH_F_ONLINK != 0,
+                protocol,
+            };
+            out.push((route, kind));
         }
         Ok(out)
     }
@@ -131,7 +150,7 @@ impl Handle {
     /// The route the kernel would use to reach `ip` (`ip route get`).
     pub fn route_to(&mut self, ip: Ipv4Addr) -> Result<Route, NetlinkError> {
         let mut m = Message::new(RTM_GETROUTE, 0);
-        m.header(&rtmsg(32, 0, 0, 0));
+        m.header(&rtmsg(AF_INET, 32, 0, 0, 0));
         m.attr(RTA_DST, &ip.octets());
         let replies = self.sock.request(m)?;
         let r = replies

@@ -80,9 +80,9 @@ pub(super) fn ifinfomsg(family: u8, index: u32, flags: u32, change: u32) -> [u8;
     h
 }
 
-pub(super) fn ifaddrmsg(prefix: u8, flags: u8, scope: u8, index: u32) -> [u8; 8] {
+pub(super) fn ifaddrmsg(family: u8, prefix: u8, flags: u8, scope: u8, index: u32) -> [u8; 8] {
     let mut h = [0u8; 8];
-    h[0] = AF_INET;
+    h[0] = family;
     h[1] = prefix;
     h[2] = flags;
     h[3] = scope;
@@ -90,9 +90,9 @@ pub(super) fn ifaddrmsg(prefix: u8, flags: u8, scope: u8, index: u32) -> [u8; 8]
     h
 }
 
-pub(super) fn rtmsg(dst_len: u8, scope: u8, flags: u32, protocol: u8) -> [u8; 12] {
+pub(super) fn rtmsg(family: u8, dst_len: u8, scope: u8, flags: u32, protocol: u8) -> [u8; 12] {
     let mut h = [0u8; 12];
-    h[0] = AF_INET;
+    h[0] = family;
     h[1] = dst_len;
     h[4] = RT_TABLE_MAIN;
     h[5] = protocol;

@@ -316,7 +316,7 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
             master: None,
         })?;
         let l = h.link_by_name("v0")?.context("v0")?;
-        h.add_addr(l.index, "10.199.0.1/24".parse()?)?;
+        h.add_addr(l.index, "10.199.0.1/24".parse::<ipnet::Ipv4Net>()?)?;
         h.set_up(l.index)?;
         h.set_up(1)?;
         Ok(())
@@ -324,7 +324,7 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
     b.run(|| -> Result<()> {
         let mut h = Handle::new()?;
         let l = h.link_by_name("v1")?.context("v1")?;
-        h.add_addr(l.index, "10.199.0.2/24".parse()?)?;
+        h.add_addr(l.index, "10.199.0.2/24".parse::<ipnet::Ipv4Net>()?)?;
         h.set_up(l.index)?;
         h.set_up(1)?;
         Ok(())
