@@ -12,6 +12,7 @@ pub mod family;
 pub mod firewall;
 pub mod hostnet;
 pub mod ipam;
+pub mod logging;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;

@@ -84,6 +84,9 @@ pub struct AgentArgs {
     /// configuration must `include "STATE_DIR/bird/ferrynet.conf";`.
     #[arg(long)]
     bird_socket: Option<PathBuf>,
+    /// Log lines on stderr: text (for people) or json (one object a line, for log collectors).
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    log_format: crate::logging::LogFormat,
 }
 
 impl AgentArgs {
@@ -145,6 +148,10 @@ pub fn run(a: AgentArgs, state: &crate::network::StateDir) -> Result<()> {
     if bgp.is_some() && !matches!(a.backend, BackendKind::Bgp | BackendKind::Auto) {
         anyhow::bail!("--bgp-* settings need --backend bgp or auto");
     }
+    let node_name = a.node_name.unwrap_or_else(hostname);
+    crate::logging::Logger::new("agent")
+        .field("node", node_name.as_str())
+        .init_stderr(a.log_format);
     let cfg = AgentConfig {
         bgp,
         store: a
@@ -162,7 +169,7 @@ pub fn run(a: AgentArgs, state: &crate::network::StateDir) -> Result<()> {
         },
         iface: a.iface,
         public_ip: a.public_ip,
-        node_name: a.node_name.unwrap_or_else(hostname),
+        node_name,
         lease_ttl: a.lease_ttl.max(Duration::from_secs(3)),
         subnet_file: a
             .subnet_file
