@@ -10,11 +10,35 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 pub trait Family:
-    Copy + Eq + Ord + Hash + Debug + Display + FromStr + Send + Sync + Into<IpAddr> + 'static
+    Copy
+    + Eq
+    + Ord
+    + Hash
+    + Debug
+    + Display
+    + FromStr
+    + Send
+    + Sync
+    + Into<IpAddr>
+    + Serialize
+    + DeserializeOwned
+    + 'static
 {
-    type Net: Copy + Eq + Debug + Display + Send + Sync + Into<IpNet> + 'static;
+    type Net: Copy
+        + Eq
+        + Debug
+        + Display
+        + FromStr
+        + Send
+        + Sync
+        + Into<IpNet>
+        + Serialize
+        + DeserializeOwned
+        + 'static;
 
     /// "IPv4" or "IPv6", for messages.
     const NAME: &'static str;
@@ -22,6 +46,12 @@ pub trait Family:
     const AF: u8;
     /// The widest prefix.
     const MAX_PREFIX: u8;
+    /// The prefix lengths a container network may have: long enough to hold a gateway and
+    /// containers, short enough to be one host's (see the implementations for the choice).
+    const SUBNET_PREFIXES: std::ops::RangeInclusive<u8>;
+    /// Ranges a container network must not touch, with what they are: they would route the
+    /// host's own traffic into a bridge.
+    const RESERVED: &'static [(&'static str, &'static str)];
 
     /// The address in network byte order.
     fn bytes(self) -> Vec<u8>;
@@ -31,6 +61,8 @@ pub trait Family:
     fn to_bits(self) -> u128;
     fn from_bits(bits: u128) -> Self;
     fn network(net: Self::Net) -> Self;
+    /// The address a CIDR was written with (host bits and all).
+    fn addr(net: Self::Net) -> Self;
     /// The subnet's last address (IPv4: the broadcast address).
     fn last(net: Self::Net) -> Self;
     fn prefix_len(net: Self::Net) -> u8;
@@ -55,6 +87,15 @@ impl Family for Ipv4Addr {
     const NAME: &'static str = "IPv4";
     const AF: u8 = libc::AF_INET as u8;
     const MAX_PREFIX: u8 = 32;
+    /// /30: a gateway and one container.
+    const SUBNET_PREFIXES: std::ops::RangeInclusive<u8> = 1..=30;
+    const RESERVED: &'static [(&'static str, &'static str)] = &[
+        ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
+        ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+        ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
+        ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
+        ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
+    ];
 
     fn bytes(self) -> Vec<u8> {
         self.octets().to_vec()
@@ -72,6 +113,9 @@ impl Family for Ipv4Addr {
     }
     fn network(net: Ipv4Net) -> Self {
         net.network()
+    }
+    fn addr(net: Ipv4Net) -> Self {
+        net.addr()
     }
     fn last(net: Ipv4Net) -> Self {
         net.broadcast()
@@ -97,6 +141,18 @@ impl Family for Ipv6Addr {
     const NAME: &'static str = "IPv6";
     const AF: u8 = libc::AF_INET6 as u8;
     const MAX_PREFIX: u8 = 128;
+    /// /120 keeps 255 usable addresses (a host network smaller than IPv4's usual /24 is a
+    /// mistake, not a saving: IPv6 addresses are not scarce); /48 is a whole site's prefix,
+    /// the most any one host network can sensibly claim.
+    const SUBNET_PREFIXES: std::ops::RangeInclusive<u8> = 48..=120;
+    const RESERVED: &'static [(&'static str, &'static str)] = &[
+        (
+            "::/8",
+            "the unspecified, loopback and IPv4-mapped addresses (::/8)",
+        ),
+        ("fe80::/10", "link-local (fe80::/10)"),
+        ("ff00::/8", "multicast (ff00::/8)"),
+    ];
 
     fn bytes(self) -> Vec<u8> {
         self.octets().to_vec()
@@ -114,6 +170,9 @@ impl Family for Ipv6Addr {
     }
     fn network(net: Ipv6Net) -> Self {
         net.network()
+    }
+    fn addr(net: Ipv6Net) -> Self {
+        net.addr()
     }
     fn last(net: Ipv6Net) -> Self {
         net.broadcast()

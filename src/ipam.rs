@@ -133,6 +133,15 @@ impl<A: Family> Ipam<A> {
         }
     }
 
+    pub fn subnet(&self) -> A::Net {
+        self.pool.subnet
+    }
+
+    /// How many addresses the pool can hand out.
+    pub fn capacity(&self) -> u128 {
+        self.pool.capacity()
+    }
+
     fn io<T>(&self, path: &Path, r: std::io::Result<T>) -> Result<T, IpamError> {
         r.map_err(|source| IpamError::Io {
             path: path.to_path_buf(),

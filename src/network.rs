@@ -2,12 +2,13 @@
 //! every other module relies on (validation lives here so that it happens before any change).
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+use crate::family::Family;
 use crate::util::{create_exclusive, ensure_dir, remove_if_exists, FileLock};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ferrynet";
@@ -15,53 +16,62 @@ pub const DEFAULT_MTU: u32 = 1500;
 pub const MIN_MTU: u32 = 576;
 pub const MAX_MTU: u32 = 65535;
 
-/// Ranges that can never be a container network: "this network", loopback, link-local,
-/// multicast and the reserved block up to the limited broadcast address. A subnet touching
-/// one would route the host's own traffic into a bridge.
-const SPECIAL_V4: [(&str, &str); 5] = [
-    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
-    ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
-    ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
-    ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
-    ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
-];
+/// The smallest MTU an IPv6 network may have (IPv6 is removed from a smaller link).
+pub const MIN_MTU_V6: u32 = 1280;
 
 /// The subnet's first host address: the default gateway.
-pub fn first_host(subnet: Ipv4Net) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
+pub fn first_host<A: Family>(subnet: A::Net) -> A {
+    A::offset(A::network(subnet), 1)
 }
 
-/// A container subnet: /30 or shorter (room for a gateway and a container), no host bits,
-/// and nowhere near the ranges the host needs for itself.
-pub fn validate_subnet(subnet: Ipv4Net) -> Result<(), NetworkError> {
-    if subnet.prefix_len() == 0 {
+/// A container subnet of either family: a prefix length in the family's limits, no host
+/// bits, and nowhere near the ranges the host needs for itself.
+pub fn validate_subnet<A: Family>(subnet: A::Net) -> Result<(), NetworkError> {
+    let len = A::prefix_len(subnet);
+    if len == 0 {
         return Err(invalid(
             "subnet",
             subnet,
-            "is the whole address space; a container network needs its own range (e.g. 10.90.0.0/24)",
+            "is the whole address space; a container network needs its own range (e.g. 10.90.0.0/24 or fd00:90::/64)",
         ));
     }
-    if subnet.prefix_len() > 30 {
+    let (min, max) = (*A::SUBNET_PREFIXES.start(), *A::SUBNET_PREFIXES.end());
+    if len > max {
         return Err(invalid(
             "subnet",
             subnet,
-            "needs a prefix of /30 or shorter",
+            format!("needs a prefix of /{max} or shorter"),
         ));
     }
-    if subnet.addr() != subnet.network() {
+    if len < min {
         return Err(invalid(
             "subnet",
             subnet,
-            format!("has host bits set; did you mean {}?", subnet.trunc()),
+            format!("is wider than /{min}, more than one host's network"),
         ));
     }
-    for (range, what) in SPECIAL_V4 {
-        let range: Ipv4Net = range.parse().expect("valid constant");
-        if range.contains(&subnet.network()) || subnet.contains(&range.network()) {
+    if A::addr(subnet) != A::network(subnet) {
+        return Err(invalid(
+            "subnet",
+            subnet,
+            format!(
+                "has host bits set; did you mean {}?",
+                A::with_prefix(A::network(subnet), len)
+            ),
+        ));
+    }
+    for (range, what) in A::RESERVED {
+        let range: A::Net = range.parse().ok().expect("valid constant");
+        if A::contains(range, A::network(subnet)) || A::contains(subnet, A::network(range)) {
             return Err(invalid("subnet", subnet, format!("overlaps {what}")));
         }
     }
     Ok(())
+}
+
+/// Whether two subnets share an address (never across families).
+pub fn overlaps(a: IpNet, b: IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// A bridge name: an interface name that is not one ferrynet reserves for its other devices
@@ -102,9 +112,9 @@ pub enum NetworkError {
     Exists(String),
     #[error("subnet {subnet} overlaps network {other:?} ({other_subnet})")]
     Overlap {
-        subnet: Ipv4Net,
+        subnet: IpNet,
         other: String,
-        other_subnet: Ipv4Net,
+        other_subnet: IpNet,
     },
     #[error("bridge {bridge:?} is already used by network {other:?}")]
     BridgeTaken { bridge: String, other: String },
@@ -130,33 +140,184 @@ pub fn invalid(field: &'static str, value: impl ToString, why: impl ToString) ->
     }
 }
 
+/// One family's addressing on a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyConfig<A: Family> {
+    pub subnet: A::Net,
+    /// The bridge's address in this family, and the containers' next hop.
+    pub gateway: A,
+    /// Narrow the addresses handed out to [range_start, range_end].
+    pub range_start: Option<A>,
+    pub range_end: Option<A>,
+}
+
+impl<A: Family> FamilyConfig<A> {
+    /// `subnet` with its first address as the gateway, the whole subnet handed out.
+    pub fn new(subnet: A::Net, gateway: Option<A>) -> FamilyConfig<A> {
+        FamilyConfig {
+            subnet,
+            gateway: gateway.unwrap_or_else(|| first_host(subnet)),
+            range_start: None,
+            range_end: None,
+        }
+    }
+
+    /// The gateway address with the subnet's prefix, as it sits on the bridge.
+    pub fn gateway_net(&self) -> A::Net {
+        A::with_prefix(self.gateway, A::prefix_len(self.subnet))
+    }
+
+    /// Whether `ip` may be a host's address here: inside, not the network address, and for
+    /// IPv4 not the broadcast address.
+    pub fn is_host(&self, ip: A) -> bool {
+        let (first, last) = A::usable(self.subnet);
+        (first..=last).contains(&ip)
+    }
+
+    /// The same checks in both families; the subnet's limits are the family's.
+    fn validate(&self) -> Result<(), NetworkError> {
+        validate_subnet::<A>(self.subnet)?;
+        let subnet = self.subnet;
+        if !self.is_host(self.gateway) {
+            return Err(invalid(
+                "gateway",
+                self.gateway,
+                format!("is not a host address of {subnet}"),
+            ));
+        }
+        for (field, ip) in [
+            ("rangeStart", self.range_start),
+            ("rangeEnd", self.range_end),
+        ] {
+            if let Some(ip) = ip.filter(|ip| !self.is_host(*ip)) {
+                return Err(invalid(
+                    field,
+                    ip,
+                    format!("is not a host address of {subnet}"),
+                ));
+            }
+        }
+        if let (Some(start), Some(end)) = (self.range_start, self.range_end) {
+            if start > end {
+                return Err(invalid(
+                    "rangeEnd",
+                    end,
+                    format!("comes before rangeStart {start}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A network: a bridge and its addressing in one or both families (dual-stack, IPv4-only or
+/// IPv6-only). On disk the IPv4 fields keep their names from before IPv6 (`subnet`,
+/// `gateway`, ...) and the IPv6 ones carry a 6 (`subnet6`, `gateway6`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "NetworkRecord", into = "NetworkRecord")]
 pub struct NetworkConfig {
     pub name: String,
     pub bridge: String,
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    pub v4: Option<FamilyConfig<Ipv4Addr>>,
+    pub v6: Option<FamilyConfig<Ipv6Addr>>,
     pub mtu: u32,
-    /// Masquerade traffic leaving the subnet to the host's uplink address.
-    #[serde(default = "yes")]
+    /// Masquerade traffic leaving the subnets to the host's uplink address.
     pub masquerade: bool,
     /// Drop forwarding between this network and other isolated ferrynet networks.
-    #[serde(default = "yes")]
     pub isolate: bool,
     /// Hairpin mode on the bridge ports (a container reaching its own published port).
-    #[serde(default = "yes")]
     pub hairpin: bool,
-    /// Containers may send only from their own MAC and address (anti-spoofing on the port).
-    #[serde(default = "yes")]
+    /// Containers may send only from their own MAC and addresses (anti-spoofing on the port).
     pub anti_spoof: bool,
-    /// The gateway address sits on the bridge (the CNI bridge plugin's `isGateway`).
-    #[serde(default = "yes")]
+    /// The gateway addresses sit on the bridge (the CNI bridge plugin's `isGateway`).
     pub gateway_on_bridge: bool,
-    /// Narrow the addresses handed out to [range_start, range_end].
+}
+
+/// [`NetworkConfig`] as stored and printed: flat, every field named.
+#[derive(Serialize, Deserialize)]
+struct NetworkRecord {
+    name: String,
+    bridge: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range_start: Option<Ipv4Addr>,
+    subnet: Option<Ipv4Net>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range_end: Option<Ipv4Addr>,
+    gateway: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    range_start: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    range_end: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subnet6: Option<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gateway6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    range6_start: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    range6_end: Option<Ipv6Addr>,
+    mtu: u32,
+    #[serde(default = "yes")]
+    masquerade: bool,
+    #[serde(default = "yes")]
+    isolate: bool,
+    #[serde(default = "yes")]
+    hairpin: bool,
+    #[serde(default = "yes")]
+    anti_spoof: bool,
+    #[serde(default = "yes")]
+    gateway_on_bridge: bool,
+}
+
+fn family_from_record<A: Family>(
+    subnet: Option<A::Net>,
+    gateway: Option<A>,
+    range_start: Option<A>,
+    range_end: Option<A>,
+) -> Option<FamilyConfig<A>> {
+    subnet.map(|subnet| FamilyConfig {
+        range_start,
+        range_end,
+        ..FamilyConfig::new(subnet, gateway)
+    })
+}
+
+impl From<NetworkRecord> for NetworkConfig {
+    fn from(r: NetworkRecord) -> NetworkConfig {
+        NetworkConfig {
+            v4: family_from_record(r.subnet, r.gateway, r.range_start, r.range_end),
+            v6: family_from_record(r.subnet6, r.gateway6, r.range6_start, r.range6_end),
+            name: r.name,
+            bridge: r.bridge,
+            mtu: r.mtu,
+            masquerade: r.masquerade,
+            isolate: r.isolate,
+            hairpin: r.hairpin,
+            anti_spoof: r.anti_spoof,
+            gateway_on_bridge: r.gateway_on_bridge,
+        }
+    }
+}
+
+impl From<NetworkConfig> for NetworkRecord {
+    fn from(n: NetworkConfig) -> NetworkRecord {
+        NetworkRecord {
+            subnet: n.v4.map(|f| f.subnet),
+            gateway: n.v4.map(|f| f.gateway),
+            range_start: n.v4.and_then(|f| f.range_start),
+            range_end: n.v4.and_then(|f| f.range_end),
+            subnet6: n.v6.map(|f| f.subnet),
+            gateway6: n.v6.map(|f| f.gateway),
+            range6_start: n.v6.and_then(|f| f.range_start),
+            range6_end: n.v6.and_then(|f| f.range_end),
+            name: n.name,
+            bridge: n.bridge,
+            mtu: n.mtu,
+            masquerade: n.masquerade,
+            isolate: n.isolate,
+            hairpin: n.hairpin,
+            anti_spoof: n.anti_spoof,
+            gateway_on_bridge: n.gateway_on_bridge,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -204,30 +365,71 @@ pub fn validate_id(field: &'static str, id: &str) -> Result<(), NetworkError> {
 }
 
 impl NetworkConfig {
-    /// Builds and validates a definition, filling the defaults a user expects: bridge
-    /// `ferry-NAME`, gateway = the subnet's first address.
+    /// Builds and validates a definition from the subnets and gateways a user gives (at most
+    /// one of each family), filling the defaults a user expects: bridge `ferry-NAME`, each
+    /// family's gateway = its subnet's first address.
     pub fn new(
         name: &str,
-        subnet: Ipv4Net,
+        subnets: &[IpNet],
         bridge: Option<&str>,
-        gateway: Option<Ipv4Addr>,
+        gateways: &[IpAddr],
         mtu: u32,
     ) -> Result<NetworkConfig, NetworkError> {
+        let (mut v4, mut v6) = (None, None);
+        for subnet in subnets {
+            let taken = match subnet {
+                IpNet::V4(s) => v4.replace(*s).is_some(),
+                IpNet::V6(s) => v6.replace(*s).is_some(),
+            };
+            if taken {
+                return Err(invalid(
+                    "subnet",
+                    subnet,
+                    "is a second subnet of the same family; give at most one IPv4 and one IPv6 subnet",
+                ));
+            }
+        }
+        if v4.is_none() && v6.is_none() {
+            return Err(invalid(
+                "subnet",
+                "",
+                "is required (an IPv4 and/or an IPv6 CIDR)",
+            ));
+        }
+        let (mut gw4, mut gw6) = (None, None);
+        for gw in gateways {
+            let (taken, has_family) = match gw {
+                IpAddr::V4(g) => (gw4.replace(*g).is_some(), v4.is_some()),
+                IpAddr::V6(g) => (gw6.replace(*g).is_some(), v6.is_some()),
+            };
+            if taken {
+                return Err(invalid(
+                    "gateway",
+                    gw,
+                    "is a second gateway of the same family",
+                ));
+            }
+            if !has_family {
+                return Err(invalid(
+                    "gateway",
+                    gw,
+                    "has no subnet of its family on this network",
+                ));
+            }
+        }
         let net = NetworkConfig {
             name: name.to_string(),
             bridge: bridge
                 .map(str::to_string)
                 .unwrap_or(format!("ferry-{name}")),
-            subnet,
-            gateway: gateway.unwrap_or(first_host(subnet)),
+            v4: v4.map(|s| FamilyConfig::new(s, gw4)),
+            v6: v6.map(|s| FamilyConfig::new(s, gw6)),
             mtu,
             masquerade: true,
             isolate: true,
             hairpin: true,
             anti_spoof: true,
             gateway_on_bridge: true,
-            range_start: None,
-            range_end: None,
         };
         net.validate().map_err(|e| match e {
             NetworkError::Invalid { field: "bridge", value, why }
@@ -249,52 +451,55 @@ impl NetworkConfig {
     pub fn validate(&self) -> Result<(), NetworkError> {
         validate_id("network name", &self.name)?;
         validate_bridge_name(&self.bridge)?;
-        validate_subnet(self.subnet)?;
-        let subnet = self.subnet;
-        let is_host = |ip: Ipv4Addr| {
-            subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast()
+        if self.v4.is_none() && self.v6.is_none() {
+            return Err(invalid(
+                "subnet",
+                "",
+                "is required (an IPv4 and/or an IPv6 CIDR)",
+            ));
+        }
+        if let Some(f) = &self.v4 {
+            f.validate()?;
+        }
+        if let Some(f) = &self.v6 {
+            f.validate()?;
+        }
+        let min = if self.v6.is_some() {
+            MIN_MTU_V6
+        } else {
+            MIN_MTU
         };
-        if !is_host(self.gateway) {
-            return Err(invalid(
-                "gateway",
-                self.gateway,
-                format!("is not a host address of {subnet}"),
-            ));
-        }
-        for (field, ip) in [
-            ("rangeStart", self.range_start),
-            ("rangeEnd", self.range_end),
-        ] {
-            if let Some(ip) = ip.filter(|ip| !is_host(*ip)) {
-                return Err(invalid(
-                    field,
-                    ip,
-                    format!("is not a host address of {subnet}"),
-                ));
-            }
-        }
-        if let (Some(start), Some(end)) = (self.range_start, self.range_end) {
-            if start > end {
-                return Err(invalid(
-                    "rangeEnd",
-                    end,
-                    format!("comes before rangeStart {start}"),
-                ));
-            }
-        }
-        if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
-            return Err(invalid(
-                "mtu",
-                self.mtu,
-                format!("must be between {MIN_MTU} and {MAX_MTU}"),
-            ));
+        if !(min..=MAX_MTU).contains(&self.mtu) {
+            let why = if self.v6.is_some() {
+                format!("must be between {min} and {MAX_MTU} (IPv6 needs at least {MIN_MTU_V6})")
+            } else {
+                format!("must be between {min} and {MAX_MTU}")
+            };
+            return Err(invalid("mtu", self.mtu, why));
         }
         Ok(())
     }
 
-    /// The gateway address with the subnet's prefix, as it sits on the bridge.
-    pub fn gateway_net(&self) -> Ipv4Net {
-        Ipv4Net::new(self.gateway, self.subnet.prefix_len()).expect("valid prefix")
+    /// The subnets, IPv4 first.
+    pub fn subnets(&self) -> Vec<IpNet> {
+        let v4 = self.v4.map(|f| IpNet::V4(f.subnet));
+        let v6 = self.v6.map(|f| IpNet::V6(f.subnet));
+        v4.into_iter().chain(v6).collect()
+    }
+
+    /// The gateways, IPv4 first.
+    pub fn gateways(&self) -> Vec<IpAddr> {
+        let v4 = self.v4.map(|f| IpAddr::V4(f.gateway));
+        let v6 = self.v6.map(|f| IpAddr::V6(f.gateway));
+        v4.into_iter().chain(v6).collect()
+    }
+
+    /// Whether `ip` lies in one of the network's subnets.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => self.v4.is_some_and(|f| f.subnet.contains(&ip)),
+            IpAddr::V6(ip) => self.v6.is_some_and(|f| f.subnet.contains(&ip)),
+        }
     }
 }
 
@@ -440,14 +645,16 @@ impl StateDir {
             if other.name == net.name {
                 return Err(NetworkError::Exists(net.name.clone()));
             }
-            if other.subnet.contains(&net.subnet.network())
-                || net.subnet.contains(&other.subnet.network())
-            {
-                return Err(NetworkError::Overlap {
-                    subnet: net.subnet,
-                    other: other.name,
-                    other_subnet: other.subnet,
-                });
+            for subnet in net.subnets() {
+                if let Some(other_subnet) =
+                    other.subnets().into_iter().find(|o| overlaps(*o, subnet))
+                {
+                    return Err(NetworkError::Overlap {
+                        subnet,
+                        other: other.name,
+                        other_subnet,
+                    });
+                }
             }
             if other.bridge == net.bridge {
                 return Err(NetworkError::BridgeTaken {
@@ -469,27 +676,104 @@ impl StateDir {
 mod tests {
     use super::*;
 
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn new(name: &str, subnets: &[&str]) -> Result<NetworkConfig, NetworkError> {
+        NetworkConfig::new(name, &nets(subnets), None, &[], 1500)
+    }
+
     #[test]
     fn validates_names_and_subnets() {
-        let s: Ipv4Net = "10.90.0.0/24".parse().unwrap();
-        let n = NetworkConfig::new("blue", s, None, None, 1500).unwrap();
+        let n = new("blue", &["10.90.0.0/24"]).unwrap();
         assert_eq!(n.bridge, "ferry-blue");
-        assert_eq!(n.gateway, Ipv4Addr::new(10, 90, 0, 1));
-        assert!(NetworkConfig::new("a-very-long-name", s, None, None, 1500)
+        assert_eq!(n.v4.unwrap().gateway, Ipv4Addr::new(10, 90, 0, 1));
+        assert!(n.v6.is_none());
+        assert!(new("a-very-long-name", &["10.90.0.0/24"])
             .unwrap_err()
             .to_string()
             .contains("bridge"));
-        assert!(
-            NetworkConfig::new("x", "10.90.0.1/24".parse().unwrap(), None, None, 1500).is_err()
-        );
-        assert!(
-            NetworkConfig::new("x", "10.90.0.0/31".parse().unwrap(), None, None, 1500).is_err()
-        );
-        assert!(NetworkConfig::new("../x", s, None, None, 1500).is_err());
+        assert!(new("x", &["10.90.0.1/24"]).is_err());
+        assert!(new("x", &["10.90.0.0/31"]).is_err());
+        assert!(new("../x", &["10.90.0.0/24"]).is_err());
         assert!(validate_ifname("ifname", "eth0").is_ok());
         assert!(validate_ifname("ifname", "0123456789abcdef").is_err());
         assert!(validate_ifname("ifname", "a b").is_err());
         assert!(validate_ifname("ifname", "..").is_err());
+    }
+
+    #[test]
+    fn dual_stack_and_ipv6_only_networks() {
+        let n = new("blue", &["10.90.0.0/24", "fd00:90::/64"]).unwrap();
+        assert_eq!(
+            n.v6.unwrap().gateway,
+            "fd00:90::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(n.subnets().len(), 2);
+        let six = new("six", &["fd00:91::/64"]).unwrap();
+        assert!(six.v4.is_none());
+        // The record keeps the IPv4 names of before and adds the IPv6 ones.
+        let json = serde_json::to_value(&n).unwrap();
+        assert_eq!(json["subnet"], "10.90.0.0/24");
+        assert_eq!(json["subnet6"], "fd00:90::/64");
+        assert_eq!(json["gateway6"], "fd00:90::1");
+        let back: NetworkConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, n);
+        let old: NetworkConfig = serde_json::from_str(
+            r#"{"name":"old","bridge":"ferry-old","subnet":"10.9.0.0/24","gateway":"10.9.0.1","mtu":1500}"#,
+        )
+        .unwrap();
+        assert!(old.v4.is_some() && old.v6.is_none() && old.masquerade);
+    }
+
+    #[test]
+    fn refuses_bad_ipv6_networks_naming_the_field() {
+        for (subnets, needle) in [
+            (
+                &["fd00:90::/64", "fd00:91::/64"][..],
+                "second subnet of the same family",
+            ),
+            (&["fe80::/64"][..], "link-local"),
+            (&["ff05::/64"][..], "multicast"),
+            (&["::/0"][..], "whole address space"),
+            (&["::ffff:10.0.0.0/104"][..], "IPv4-mapped"),
+            (&["fd00:90::/124"][..], "/120 or shorter"),
+            (&["fd00::/40"][..], "wider than /48"),
+            (&["fd00:90::1/64"][..], "host bits"),
+        ] {
+            let e = new("six", subnets).unwrap_err().to_string();
+            assert!(
+                e.contains("invalid subnet") && e.contains(needle),
+                "{subnets:?}: {e}"
+            );
+        }
+        let gw = |g: &str| {
+            NetworkConfig::new(
+                "six",
+                &nets(&["10.9.0.0/24"]),
+                None,
+                &[g.parse().unwrap()],
+                1500,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(gw("fd00:90::1").contains("has no subnet of its family"));
+        let e = NetworkConfig::new(
+            "six",
+            &nets(&["fd00:90::/64"]),
+            None,
+            &["fd00:91::1".parse().unwrap()],
+            1500,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("invalid gateway \"fd00:91::1\""), "{e}");
+        let e = NetworkConfig::new("six", &nets(&["fd00:90::/64"]), None, &[], 1200)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IPv6 needs at least 1280"), "{e}");
     }
 
     #[test]
@@ -498,11 +782,12 @@ mod tests {
         crate::util::fill_random(&mut r);
         let root = std::env::temp_dir().join(format!("ferrynet-net-{}", u32::from_ne_bytes(r)));
         let st = StateDir::new(&root);
-        let a = NetworkConfig::new("a", "10.90.0.0/24".parse().unwrap(), None, None, 1500).unwrap();
+        let a = new("a", &["10.90.0.0/24", "fd00:90::/64"]).unwrap();
         st.insert(&a).unwrap();
-        let b =
-            NetworkConfig::new("b", "10.90.0.128/25".parse().unwrap(), None, None, 1500).unwrap();
+        let b = new("b", &["10.90.0.128/25"]).unwrap();
         assert!(matches!(st.insert(&b), Err(NetworkError::Overlap { .. })));
+        let c = new("c", &["fd00:90::/80"]).unwrap();
+        assert!(matches!(st.insert(&c), Err(NetworkError::Overlap { .. })));
         assert!(matches!(st.insert(&a), Err(NetworkError::Exists(_))));
         assert_eq!(st.list().unwrap(), vec![a]);
         fs::remove_dir_all(root).unwrap();

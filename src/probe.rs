@@ -3,7 +3,7 @@
 //! see the source address a peer arrives with (masquerade).
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,13 +14,19 @@ use crate::netns::{Netns, NetnsError};
 /// Stops when dropped.
 pub struct Server {
     pub addr: SocketAddr,
-    peers: Arc<Mutex<Vec<Ipv4Addr>>>,
+    peers: Arc<Mutex<Vec<IpAddr>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    pub fn start(ns: &Netns, ip: Ipv4Addr, port: u16, name: &str) -> std::io::Result<Server> {
+    pub fn start(
+        ns: &Netns,
+        ip: impl Into<IpAddr>,
+        port: u16,
+        name: &str,
+    ) -> std::io::Result<Server> {
+        let ip = ip.into();
         let listener = ns
             .run(move || TcpListener::bind((ip, port)))
             .map_err(std::io::Error::other)??;
@@ -34,9 +40,14 @@ impl Server {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((mut conn, peer)) => {
-                        if let SocketAddr::V4(v4) = peer {
-                            p.lock().unwrap().push(*v4.ip());
-                        }
+                        // An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d.
+                        let ip = match peer.ip() {
+                            IpAddr::V6(v6) => {
+                                v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+                            }
+                            v4 => v4,
+                        };
+                        p.lock().unwrap().push(ip);
                         let _ = conn.set_nonblocking(false);
                         let _ = conn.write_all(greeting.as_bytes());
                     }
@@ -53,7 +64,7 @@ impl Server {
     }
 
     /// The source addresses of the connections so far.
-    pub fn peers(&self) -> Vec<Ipv4Addr> {
+    pub fn peers(&self) -> Vec<IpAddr> {
         self.peers.lock().unwrap().clone()
     }
 }
@@ -72,7 +83,8 @@ pub fn greeting(name: &str) -> String {
 }
 
 /// Connects from inside `ns` and returns what the server said; None if unreachable in 2 s.
-pub fn fetch(ns: &Netns, ip: Ipv4Addr, port: u16) -> Result<Option<String>, NetnsError> {
+pub fn fetch(ns: &Netns, ip: impl Into<IpAddr>, port: u16) -> Result<Option<String>, NetnsError> {
+    let ip = ip.into();
     ns.run(move || {
         let addr = SocketAddr::from((ip, port));
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;

@@ -823,6 +823,11 @@ fn refused_configurations_change_nothing_on_the_host() {
     host.ns.exec(&[
         "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1",
     ]);
+    // No kernel-made link-local addresses: their DAD would change the snapshot under the test.
+    for dev in ["up0", "up1"] {
+        host.ns
+            .exec(&["ip", "link", "set", dev, "addrgenmode", "none"]);
+    }
     host.ns
         .exec(&["ip", "addr", "add", "10.60.128.1/24", "dev", "up0"]);
     host.ns
@@ -969,4 +974,185 @@ fn the_range_narrows_the_addresses_handed_out() {
             .success());
     }
     assert_eq!(host.reservations("cninet"), Vec::<String>::new());
+}
+
+fn dual_conf(version: &str) -> Value {
+    with(
+        net_conf(version),
+        "subnet",
+        json!(["10.77.0.0/24", "fd00:77::/64"]),
+    )
+}
+
+#[test]
+fn dual_stack_results_at_every_version_with_check_del_and_gc() {
+    let host = Host::new();
+    for version in VERSIONS {
+        let c = Ns::new("c");
+        let p = c.path().to_string_lossy().into_owned();
+        let conf = dual_conf(version);
+        let r = ok_json(&ferrynet_cni(&host, &Call::new("ADD", &c.name, &p), &conf));
+        let ips = r["ips"].as_array().unwrap();
+        assert_eq!(ips.len(), 2, "{r}");
+        assert_eq!(ips[0]["gateway"], "10.77.0.1");
+        assert_eq!(ips[1]["gateway"], "fd00:77::1");
+        assert!(ips[1]["address"].as_str().unwrap().ends_with("/64"));
+        if version.starts_with("0.") {
+            assert_eq!(ips[0]["version"], "4");
+            assert_eq!(ips[1]["version"], "6");
+        } else {
+            assert!(ips[1].get("version").is_none());
+        }
+        let dsts: Vec<&str> = r["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["dst"].as_str().unwrap())
+            .collect();
+        assert_eq!(dsts, vec!["0.0.0.0/0", "::/0"]);
+        assert!(c.ping("fd00:77::1"));
+        let check_conf = with(conf.clone(), "prevResult", r.clone());
+        if !matches!(*version, "0.3.0" | "0.3.1") {
+            ok_json_or_empty(&ferrynet_cni(
+                &host,
+                &Call::new("CHECK", &c.name, &p),
+                &check_conf,
+            ));
+        }
+        let del = ferrynet_cni(&host, &Call::new("DEL", &c.name, &p), &check_conf);
+        assert!(del.status.success(), "{del:?}");
+    }
+    // Static addresses of both families from CNI_ARGS, then GC of both reservations.
+    let c = Ns::new("c");
+    let p = c.path().to_string_lossy().into_owned();
+    let mut call = Call::new("ADD", &c.name, &p);
+    call.args = "IP=10.77.0.42,fd00:77::42";
+    let r = ok_json(&ferrynet_cni(&host, &call, &dual_conf("1.1.0")));
+    assert_eq!(r["ips"][1]["address"], "fd00:77::42/64");
+    let gc = with(dual_conf("1.1.0"), "cni.dev/valid-attachments", json!([]));
+    ok_json_or_empty(&ferrynet_cni(&host, &Call::new("GC", "", ""), &gc));
+    assert_eq!(host.reservations("cninet"), Vec::<String>::new());
+    assert!(std::fs::read_dir(host.state.join("run/ipam/cninet/v6"))
+        .map(|d| d
+            .flatten()
+            .all(|e| e.file_name().to_string_lossy().starts_with("lock")))
+        .unwrap_or(true));
+    assert_eq!(host.veths(), Vec::<String>::new());
+}
+
+#[test]
+fn dual_stack_bad_input_is_code_7_and_changes_nothing() {
+    let host = Host::new();
+    let c = Ns::new("c");
+    let p = c.path().to_string_lossy().into_owned();
+    let call = Call::new("ADD", &c.name, &p);
+    for (conf, needle) in [
+        (
+            with(
+                net_conf("1.1.0"),
+                "subnet",
+                json!(["fd00:77::/64", "fd00:78::/64"]),
+            ),
+            "a second subnet of the same family",
+        ),
+        (
+            with(net_conf("1.1.0"), "subnet", json!("fe80::/64")),
+            "link-local",
+        ),
+        (
+            with(net_conf("1.1.0"), "subnet", json!("::/0")),
+            "whole address space",
+        ),
+        (
+            with(net_conf("1.1.0"), "subnet", json!("fd00:77::/124")),
+            "/120 or shorter",
+        ),
+        (
+            with(dual_conf("1.1.0"), "gateway", json!("fd00:99::1")),
+            "invalid gateway \"fd00:99::1\"",
+        ),
+        (
+            with(net_conf("1.1.0"), "gateway", json!("fd00:77::1")),
+            "the network has no subnet of its family",
+        ),
+        (
+            with(dual_conf("1.1.0"), "mtu", json!(1200)),
+            "IPv6 needs at least 1280",
+        ),
+        (
+            with(
+                net_conf("1.1.0"),
+                "runtimeConfig",
+                json!({"ips": ["fd00:77::5"]}),
+            ),
+            "the network has no IPv6 subnet",
+        ),
+        (
+            with(
+                net_conf("1.1.0"),
+                "runtimeConfig",
+                json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "hostIP": "fd00::1"}]}),
+            ),
+            "IPv6 host address",
+        ),
+    ] {
+        assert_add_refused(&host, &call, &conf, 7, needle);
+    }
+}
+
+#[test]
+fn dual_stack_with_host_local_ipam_and_the_reference_tuning_and_portmap() {
+    let host = Host::new();
+    let data_dir = host.state.join("host-local");
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "hl6net",
+        "type": "ferrynet",
+        "bridge": "fyhl6",
+        "ipam": {
+            "type": "host-local",
+            "dataDir": data_dir.to_string_lossy(),
+            "ranges": [
+                [{"subnet": "10.73.0.0/24", "gateway": "10.73.0.1"}],
+                [{"subnet": "fd00:73::/64", "gateway": "fd00:73::1"}],
+            ],
+        },
+    });
+    let c = Ns::new("c");
+    let p = c.path().to_string_lossy().into_owned();
+    let r = ok_json(&ferrynet_cni(&host, &Call::new("ADD", &c.name, &p), &conf));
+    let ips = r["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 2, "{r}");
+    assert_eq!(ips[1]["gateway"], "fd00:73::1");
+    assert!(
+        c.ping("fd00:73::1"),
+        "the bridge carries host-local's IPv6 gateway"
+    );
+    let check_conf = with(conf.clone(), "prevResult", r);
+    ok_json_or_empty(&ferrynet_cni(
+        &host,
+        &Call::new("CHECK", &c.name, &p),
+        &check_conf,
+    ));
+    ok_json_or_empty(&ferrynet_cni(
+        &host,
+        &Call::new("DEL", &c.name, &p),
+        &check_conf,
+    ));
+    assert_eq!(host.veths(), Vec::<String>::new());
+
+    // The reference tuning and portmap plugins consume a dual-stack result.
+    let plugins = vec![
+        json!({"type": "ferrynet", "bridge": "fychain6", "subnet": ["10.72.0.0/24", "fd00:72::/64"]}),
+        json!({"type": "tuning", "mtu": 1400}),
+        json!({"type": "portmap", "capabilities": {"portMappings": true},
+               "runtimeConfig": {"portMappings": [{"hostPort": 28081, "containerPort": 80, "protocol": "tcp"}]}}),
+    ];
+    let c = Ns::new("c");
+    let result = run_chain(&host, "ADD", &plugins, &c, None).unwrap();
+    assert_eq!(result["ips"].as_array().unwrap().len(), 2);
+    assert!(c.exec(&["ip", "link", "show", "eth0"]).contains("mtu 1400"));
+    assert!(c.ping("fd00:72::1"));
+    run_chain(&host, "DEL", &plugins, &c, Some(result));
+    assert_eq!(host.veths(), Vec::<String>::new());
 }

@@ -5,22 +5,23 @@
 //! point leaves a record (written before the first change) that detach or GC cleans up.
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::container::{configure_container, verify_container};
 use super::{
-    endpoint_key, host_veth_name, io_err, nl, pool_of, AddressRequest, AttachRequest, Driver,
-    DriverError, Endpoint,
+    endpoint_key, host_veth_name, io_err, nl, pool_of, AttachRequest, Driver, DriverError,
+    Endpoint, Source,
 };
 use crate::failpoint;
-use crate::firewall::{Firewall, PortGuard, PortMapping};
-use crate::ipam::IpamError;
+use crate::family::Family;
+use crate::firewall::{EndpointAddrs, Firewall, PortGuard, PortMapping};
+use crate::ipam::{Ipam, IpamError};
 use crate::netlink::{Handle, Mac, VethSpec};
 use crate::netns::Netns;
-use crate::network::{validate_id, validate_ifname, NetworkConfig};
+use crate::network::{invalid, validate_id, validate_ifname, FamilyConfig, NetworkConfig};
 use crate::util::{create_new, ensure_dir, read_if_exists, remove_if_exists, StepTimer};
 
 impl Driver {
@@ -91,45 +92,43 @@ impl Driver {
         validate_id("container id", &req.container_id)?;
         validate_ifname("ifname", &req.ifname)?;
         let ns = Netns::open_container(&req.netns)?;
-        match req.address {
-            AddressRequest::External(ip) if !net.subnet.contains(&ip.addr()) => {
-                return Err(crate::network::invalid(
-                    "ip",
-                    ip,
-                    format!("is outside {}", net.subnet),
-                )
-                .into());
-            }
-            AddressRequest::Allocate(Some(ip)) => pool_of(net).check(ip)?,
-            _ => {}
-        }
+        check_source(net.v4.as_ref(), &req.address.v4)?;
+        check_source(net.v6.as_ref(), &req.address.v6)?;
+        check_ports(net, &req.ports)?;
         let mut h = Handle::new().map_err(nl("open netlink"))?;
         let mut fw = Firewall::open()?;
         timer.mark("validated");
         let bridge = self.ensure_network_with(&mut h, &mut fw, net)?;
         timer.mark("network ensured");
 
-        // 2. The address, then the record of the plan. A second attach of the same key stops
-        //    at the first of the two (KeyExists, AlreadyAttached) with nothing changed; a crash
-        //    between them leaves a reservation that detach releases by key.
+        // 2. The addresses, then the record of the plan. A second attach of the same key
+        //    stops at the first of them (KeyExists, AlreadyAttached) with nothing changed; a
+        //    crash between them leaves reservations that detach releases by key.
         let key = endpoint_key(&req.container_id, &req.ifname);
-        let ip = match req.address {
-            AddressRequest::Allocate(requested) => {
-                let ip = self
-                    .ipam(net)
-                    .allocate(&key, requested)
-                    .map_err(|e| match e {
-                        IpamError::KeyExists { .. } => DriverError::AlreadyAttached {
-                            network: net.name.clone(),
-                            container_id: req.container_id.clone(),
-                            ifname: req.ifname.clone(),
-                        },
-                        e => e.into(),
-                    })?;
-                Ipv4Net::new(ip, net.subnet.prefix_len()).expect("valid prefix")
-            }
-            AddressRequest::External(ip) => ip,
+        let already = || DriverError::AlreadyAttached {
+            network: net.name.clone(),
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
         };
+        let ipam4 = net.v4.map(|_| self.ipam4(net));
+        let (ip, ipam) = reserve(ipam4, &req.address.v4, &key, already)?;
+        let ipam6 = net.v6.map(|_| self.ipam6(net));
+        let (ip6, ipam6) = match reserve(ipam6, &req.address.v6, &key, already) {
+            Ok(r) => r,
+            Err(e) => {
+                self.release(net, &key, ipam, false);
+                return Err(e);
+            }
+        };
+        let routes = req
+            .routes
+            .iter()
+            .filter(|r| match r.dst {
+                IpNet::V4(_) => ip.is_some(),
+                IpNet::V6(_) => ip6.is_some(),
+            })
+            .copied()
+            .collect();
         let mut ep = Endpoint {
             network: net.name.clone(),
             container_id: req.container_id.clone(),
@@ -138,26 +137,27 @@ impl Driver {
             host_veth: host_veth_name(&net.name, &req.container_id, &req.ifname),
             host_ifindex: None,
             container_ifindex: None,
-            ip: Some(ip),
-            gateway: net.gateway,
+            ip,
+            ip6,
+            gateway: net.v4.map(|f| f.gateway),
+            gateway6: net.v6.map(|f| f.gateway),
             mac: req.mac.unwrap_or_else(Mac::random),
             host_mac: Mac::random(),
             bridge_mac: bridge.mac,
             ports: req.ports.clone(),
-            routes: req.routes.clone(),
-            ipam: matches!(req.address, AddressRequest::Allocate(_)),
+            routes,
+            ipam,
+            ipam6,
         };
         let recorded = failpoint::hit("attach.allocated")
             .map_err(DriverError::from)
             .and_then(|_| self.write_record(&ep));
         if let Err(e) = recorded {
-            if ep.ipam {
-                let _ = self.ipam(net).release(&key);
-            }
+            self.release(net, &key, ep.ipam, ep.ipam6);
             return Err(e);
         }
 
-        timer.mark("address allocated, record written");
+        timer.mark("addresses allocated, record written");
 
         // 3. Apply; on failure undo through detach's idempotent steps.
         match self.apply(net, (&mut h, &mut fw), &ns, bridge.index, &mut ep, &timer) {
@@ -167,6 +167,16 @@ impl Driver {
                 let _ = self.teardown(net, &ep);
                 Err(e)
             }
+        }
+    }
+
+    /// Gives back the reservations of `key` (best effort: a failed attach's cleanup).
+    fn release(&self, net: &NetworkConfig, key: &str, v4: bool, v6: bool) {
+        if v4 {
+            let _ = self.ipam4(net).release(key);
+        }
+        if v6 {
+            let _ = self.ipam6(net).release(key);
         }
     }
 
@@ -180,7 +190,6 @@ impl Driver {
         timer: &StepTimer,
     ) -> Result<(), DriverError> {
         failpoint::hit("attach.recorded")?;
-        let ip = ep.ip.expect("address decided");
         h.create_veth(&VethSpec {
             host_name: &ep.host_veth,
             peer_name: &ep.ifname,
@@ -203,27 +212,27 @@ impl Driver {
         timer.mark("veth created");
         failpoint::hit("attach.veth")?;
 
-        let (ifname, gateway, routes) = (ep.ifname.clone(), net.gateway, ep.routes.clone());
-        let (container_index, host_index) =
-            ns.run(move || configure_container(&ifname, ip, gateway, &routes))??;
+        let inside = ep.clone();
+        let (container_index, host_index) = ns.run(move || configure_container(&inside))??;
         ep.container_ifindex = Some(container_index);
         ep.host_ifindex = Some(host_index);
         timer.mark("container configured");
         failpoint::hit("attach.container")?;
 
-        // No IPv6 on the host-side port of an IPv4 network: every new port's link-local
-        // address, DAD and MLD reports would be flooded to all other ports. Hairpin: with
-        // br_netfilter loaded, a container reaching its own published port is DNATed at
-        // bridge level and must go back out of the port it came in on.
-        h.set_up_ipv4_only(host_index, Some(net.hairpin))
+        // No IPv6 on the host-side port, in either kind of network: it is a bridge port, and
+        // every new port's link-local address, DAD and MLD reports would be flooded to all
+        // other ports. Hairpin: with br_netfilter loaded, a container reaching its own
+        // published port is DNATed at bridge level and must go back out of the port it came
+        // in on.
+        h.set_up_static(host_index, Some(net.hairpin))
             .map_err(nl("set host veth up"))?;
         timer.mark("host veth up");
         failpoint::hit("attach.host")?;
 
-        // Anti-spoofing guard and published ports: one nf_tables transaction.
-        let guard = net.anti_spoof.then(|| guard_of(ep, ip.addr()));
+        // Anti-spoofing guard and published ports, both families: one nf_tables transaction.
+        let guard = net.anti_spoof.then(|| guard_of(ep));
         if guard.is_some() || !ep.ports.is_empty() {
-            fw.add_endpoint(guard.as_ref(), ip.addr(), &ep.ports)?;
+            fw.add_endpoint(guard.as_ref(), ep.addrs(), &ep.ports)?;
         }
         timer.mark("firewall elements added");
         failpoint::hit("attach.ports")?;
@@ -251,8 +260,9 @@ impl Driver {
                 let mut h = Handle::new().map_err(nl("open netlink"))?;
                 h.delete_link_by_name(&host_veth_name(&net.name, container_id, ifname))
                     .map_err(nl("delete host veth"))?;
-                self.ipam(net)
-                    .release(&endpoint_key(container_id, ifname))?;
+                let key = endpoint_key(container_id, ifname);
+                self.ipam4(net).release(&key)?;
+                self.ipam6(net).release(&key)?;
                 let p = self.record_path(&net.name, container_id, ifname);
                 remove_if_exists(&p).map_err(io_err(&p))?;
                 Ok(None)
@@ -261,8 +271,8 @@ impl Driver {
     }
 
     /// Compares an endpoint with the kernel and the state: the bridge and the host veth on it,
-    /// the container interface with its MAC, address and routes, the address reservation and
-    /// the published ports. Returns every drift found (empty: all as attached).
+    /// the container interface with its MAC, addresses and routes, the address reservations
+    /// and the published ports. Returns every drift found (empty: all as attached).
     pub fn verify(&self, net: &NetworkConfig, ep: &Endpoint) -> Result<Vec<String>, DriverError> {
         let mut problems = Vec::new();
         let mut h = Handle::new().map_err(nl("open netlink"))?;
@@ -288,42 +298,34 @@ impl Driver {
         match Netns::open(&ep.netns) {
             Err(e) => problems.push(e.to_string()),
             Ok(ns) => {
-                let (ifname, ip, mac, routes, gw) = (
-                    ep.ifname.clone(),
-                    ep.ip,
-                    ep.mac,
-                    ep.routes.clone(),
-                    net.gateway,
-                );
-                let inside = ns.run(move || verify_container(&ifname, ip, mac, &routes, gw))?;
-                problems.extend(inside.map_err(nl("inspect the container"))?);
+                let inside = ep.clone();
+                let found = ns.run(move || verify_container(&inside))?;
+                problems.extend(found.map_err(nl("inspect the container"))?);
             }
         }
-        if ep.ipam {
-            let held = self
-                .ipam(net)
-                .lookup(&endpoint_key(&ep.container_id, &ep.ifname))?;
-            if held.is_none() || held != ep.ip.map(|n| n.addr()) {
-                problems.push(format!("address reservation for {:?} is missing", ep.ip));
-            }
+        let key = endpoint_key(&ep.container_id, &ep.ifname);
+        if ep.ipam && self.ipam4(net).lookup(&key)? != ep.ip.map(|n| n.addr()) {
+            problems.push(format!("address reservation for {:?} is missing", ep.ip));
+        }
+        if ep.ipam6 && self.ipam6(net).lookup(&key)? != ep.ip6.map(|n| n.addr()) {
+            problems.push(format!("address reservation for {:?} is missing", ep.ip6));
         }
         let mut fw = Firewall::open()?;
-        if let (true, Some(ip)) = (net.anti_spoof, ep.ip) {
-            if !fw.has_guard(&guard_of(ep, ip.addr()))? {
-                problems.push(format!(
-                    "the anti-spoofing guard of {} is missing",
-                    ep.host_veth
-                ));
-            }
+        if net.anti_spoof && !fw.has_guard(&guard_of(ep))? {
+            problems.push(format!(
+                "the anti-spoofing guard of {} is missing",
+                ep.host_veth
+            ));
         }
-        {
-            for p in &ep.ports {
-                match fw.port_target(p)? {
-                    Some((ip, port))
-                        if Some(ip) == ep.ip.map(|n| n.addr()) && port == p.container_port => {}
-                    _ => {
-                        problems.push(format!("published port {p} is missing or points elsewhere"))
-                    }
+        let addrs = addr_list(ep.addrs());
+        for p in &ep.ports {
+            for addr in addrs.iter().filter(|a| publishes_to(p, **a)) {
+                match fw.port_target(p, addr.is_ipv6())? {
+                    Some((ip, port)) if ip == *addr && port == p.container_port => {}
+                    _ => problems.push(format!(
+                        "published port {p} ({}) is missing or points elsewhere",
+                        family_name(*addr)
+                    )),
                 }
             }
         }
@@ -332,7 +334,7 @@ impl Driver {
 
     /// Removes everything of `net` that `keep(container id, ifname)` does not claim: endpoints,
     /// address reservations (also orphans without an endpoint), host veths on the bridge with no
-    /// endpoint, and published ports into the subnet that no endpoint owns.
+    /// endpoint, and published ports into the subnets that no endpoint owns.
     pub fn gc(
         &self,
         net: &NetworkConfig,
@@ -352,10 +354,16 @@ impl Driver {
             }
         }
         failpoint::hit("gc.endpoints")?;
-        report.addresses = self.ipam(net).gc(|key| {
+        let claimed = |key: &str| {
             key.split_once(':')
                 .is_some_and(|(cid, ifname)| keep(cid, ifname))
-        })?;
+        };
+        report.addresses = self.ipam4(net).gc(claimed)?;
+        for key in self.ipam6(net).gc(claimed)? {
+            if !report.addresses.contains(&key) {
+                report.addresses.push(key);
+            }
+        }
         let mut h = Handle::new().map_err(nl("open netlink"))?;
         if let Some(bridge) = h.link_by_name(&net.bridge).map_err(nl("look up bridge"))? {
             for link in h.links().map_err(nl("list links"))? {
@@ -375,44 +383,46 @@ impl Driver {
                 .link_by_name(&g.veth)
                 .map_err(nl("look up veth"))?
                 .is_none();
-            if gone && net.subnet.contains(&g.ip) {
-                fw.remove_endpoint(Some(&g), g.ip, &[])?;
+            let in_net = g.ip.is_some_and(|ip| net.contains(ip.into()))
+                || g.ip6.iter().any(|ip| net.contains((*ip).into()));
+            if gone && in_net {
+                let addrs = EndpointAddrs {
+                    v4: g.ip,
+                    v6: g.ip6.iter().copied().find(|ip| net.contains((*ip).into())),
+                };
+                fw.remove_endpoint(Some(&g), addrs, &[])?;
             }
         }
         for (port, ip) in fw.ports()? {
             let owned = kept
                 .iter()
-                .any(|e| e.ip.map(|n| n.addr()) == Some(ip) && e.ports.contains(&port));
-            if net.subnet.contains(&ip) && !owned {
-                fw.remove_ports(ip, &[port])?;
-                report.ports.push(port);
+                .any(|e| addr_list(e.addrs()).contains(&ip) && e.ports.contains(&port));
+            if net.contains(ip) && !owned {
+                fw.remove_ports(addrs_of(ip), &[port])?;
+                if !report.ports.contains(&port) {
+                    report.ports.push(port);
+                }
             }
         }
         Ok(report)
     }
 
-    /// Undoes an endpoint in reverse order (firewall, links, address, record), best effort:
+    /// Undoes an endpoint in reverse order (firewall, links, addresses, record), best effort:
     /// every step runs, errors are collected, and the record is kept if any step failed so
     /// that a retry can finish the job.
     fn teardown(&self, net: &NetworkConfig, ep: &Endpoint) -> Result<(), DriverError> {
         let mut errors = Vec::new();
         let key = endpoint_key(&ep.container_id, &ep.ifname);
-        let ip = ep.ip.map(|n| n.addr()).or_else(|| {
-            if ep.ipam {
-                self.ipam(net).lookup(&key).ok().flatten()
-            } else {
-                None
-            }
-        });
         // The firewall socket stays open until the end: closing an nf_tables socket right
         // after a delete waits for the kernel's deferred destroy (an RCU grace period, ~15 ms
         // here), which otherwise overlaps with the veth delete's own wait.
         let mut fw = None;
-        if let Some(ip) = ip {
-            let guard = guard_of(ep, ip);
-            match Firewall::open()
-                .and_then(|mut f| f.remove_endpoint(Some(&guard), ip, &ep.ports).map(|_| f))
-            {
+        if ep.ip.is_some() || ep.ip6.is_some() {
+            let guard = guard_of(ep);
+            match Firewall::open().and_then(|mut f| {
+                f.remove_endpoint(Some(&guard), ep.addrs(), &ep.ports)
+                    .map(|_| f)
+            }) {
                 Ok(f) => fw = Some(f),
                 Err(e) => errors.push(format!("remove firewall elements: {e}")),
             }
@@ -428,8 +438,13 @@ impl Driver {
             errors.push(e.to_string());
         }
         if ep.ipam {
-            if let Err(e) = self.ipam(net).release(&key) {
+            if let Err(e) = self.ipam4(net).release(&key) {
                 errors.push(format!("release address: {e}"));
+            }
+        }
+        if ep.ipam6 {
+            if let Err(e) = self.ipam6(net).release(&key) {
+                errors.push(format!("release IPv6 address: {e}"));
             }
         }
         if !errors.is_empty() {
@@ -442,11 +457,122 @@ impl Driver {
     }
 }
 
-fn guard_of(ep: &Endpoint, ip: Ipv4Addr) -> PortGuard {
+/// Step 1 for one family: the address asked for fits the network (a static address of a
+/// family the network lacks is an error, not ignored).
+fn check_source<A: Family>(
+    family: Option<&FamilyConfig<A>>,
+    source: &Source<A>,
+) -> Result<(), DriverError> {
+    match (family, source) {
+        (None, Source::Allocate(None)) => Ok(()),
+        (None, s) => Err(invalid(
+            "ip",
+            s.given().map(|ip| ip.to_string()).unwrap_or_default(),
+            format!(
+                "is an {0} address, and the network has no {0} subnet",
+                A::NAME
+            ),
+        )
+        .into()),
+        (Some(f), Source::External(ip)) if !A::contains(f.subnet, A::addr(*ip)) => {
+            Err(invalid("ip", ip, format!("is outside {}", f.subnet)).into())
+        }
+        (Some(f), Source::Allocate(Some(ip))) => Ok(pool_of(f).check(*ip)?),
+        _ => Ok(()),
+    }
+}
+
+/// A port published on one host address needs the container to have that family.
+fn check_ports(net: &NetworkConfig, ports: &[PortMapping]) -> Result<(), DriverError> {
+    for p in ports {
+        let missing = match p.host_ip {
+            Some(IpAddr::V4(_)) => net.v4.is_none(),
+            Some(IpAddr::V6(_)) => net.v6.is_none(),
+            None => false,
+        };
+        if missing {
+            let ip = p.host_ip.expect("checked");
+            return Err(invalid(
+                "publish",
+                p,
+                format!(
+                    "publishes on an {} host address, and the network has no subnet of that family",
+                    family_name(ip)
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The addresses present, IPv4 first.
+fn addr_list(a: EndpointAddrs) -> Vec<IpAddr> {
+    let v4 = a.v4.map(IpAddr::V4);
+    v4.into_iter().chain(a.v6.map(IpAddr::V6)).collect()
+}
+
+/// One address as the firewall's per-family pair.
+fn addrs_of(ip: IpAddr) -> EndpointAddrs {
+    match ip {
+        IpAddr::V4(v4) => EndpointAddrs {
+            v4: Some(v4),
+            v6: None,
+        },
+        IpAddr::V6(v6) => EndpointAddrs {
+            v4: None,
+            v6: Some(v6),
+        },
+    }
+}
+
+/// Whether a port reaches the container's address `addr`: a port without a host address is
+/// published in every family the container has, one with a host address only in its family.
+fn publishes_to(p: &PortMapping, addr: IpAddr) -> bool {
+    p.host_ip.is_none_or(|h| h.is_ipv6() == addr.is_ipv6())
+}
+
+fn family_name(ip: IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(_) => Ipv4Addr::NAME,
+        IpAddr::V6(_) => Ipv6Addr::NAME,
+    }
+}
+
+/// Step 2 for one family: the address with the subnet's prefix, and whether ferrynet's IPAM
+/// holds it (and must give it back).
+fn reserve<A: Family>(
+    ipam: Option<Ipam<A>>,
+    source: &Source<A>,
+    key: &str,
+    already: impl Fn() -> DriverError,
+) -> Result<(Option<A::Net>, bool), DriverError> {
+    match (ipam, source) {
+        (None, _) => Ok((None, false)),
+        (Some(_), Source::External(ip)) => Ok((Some(*ip), false)),
+        (Some(ipam), Source::Allocate(requested)) => {
+            let ip = ipam.allocate(key, *requested).map_err(|e| match e {
+                IpamError::KeyExists { .. } => already(),
+                e => e.into(),
+            })?;
+            Ok((Some(A::with_prefix(ip, A::prefix_len(ipam.subnet()))), true))
+        }
+    }
+}
+
+/// The anti-spoofing guard of an endpoint's port: its MAC, its IPv4 address, its IPv6
+/// addresses (the link-local one too).
+fn guard_of(ep: &Endpoint) -> PortGuard {
     PortGuard {
         veth: ep.host_veth.clone(),
         mac: ep.mac,
-        ip,
+        ip: ep.ip.map(|n| n.addr()),
+        ip6: ep
+            .ip6
+            .map(|n| n.addr())
+            .into_iter()
+            .chain(ep.link_local())
+            .collect(),
     }
 }
 

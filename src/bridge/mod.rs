@@ -12,18 +12,19 @@ mod network;
 
 pub use endpoint::GcReport;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::failpoint;
-use crate::firewall::{FirewallError, NetworkRules, PortMapping};
+use crate::family::Family;
+use crate::firewall::{EndpointAddrs, FirewallError, NetworkRules, PortMapping};
 use crate::ipam::{Ipam, IpamError, Pool};
 use crate::netlink::{Handle, Mac, NetlinkError};
 use crate::netns::NetnsError;
-use crate::network::{NetworkConfig, NetworkError, StateDir};
+use crate::network::{FamilyConfig, NetworkConfig, NetworkError, StateDir};
 use crate::util::fnv1a64;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,29 +74,93 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
     }
 }
 
-/// Where the container's address comes from.
-#[derive(Debug, Clone)]
-pub enum AddressRequest {
+/// Where one family's address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<A: Family> {
     /// ferrynet's IPAM picks one (or reserves the one given).
-    Allocate(Option<Ipv4Addr>),
+    Allocate(Option<A>),
     /// Already allocated elsewhere (an IPAM plugin); ferrynet only configures it.
-    External(Ipv4Net),
+    External(A::Net),
 }
 
-/// A route inside the container: `dst` via `gw`, or via the network's gateway.
+impl<A: Family> Source<A> {
+    /// The address the request insists on, if any.
+    fn given(&self) -> Option<A> {
+        match self {
+            Source::Allocate(ip) => *ip,
+            Source::External(net) => Some(A::addr(*net)),
+        }
+    }
+}
+
+/// The container's addresses: every family the network has gets one, from ferrynet's IPAM
+/// unless the request says otherwise. Asking for an address of a family the network lacks
+/// is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRequest {
+    pub v4: Source<Ipv4Addr>,
+    pub v6: Source<Ipv6Addr>,
+}
+
+impl Default for AddressRequest {
+    fn default() -> AddressRequest {
+        AddressRequest {
+            v4: Source::Allocate(None),
+            v6: Source::Allocate(None),
+        }
+    }
+}
+
+impl AddressRequest {
+    /// Static addresses (at most one per family), the rest allocated.
+    pub fn with_ips(ips: &[IpAddr]) -> Result<AddressRequest, NetworkError> {
+        let mut req = AddressRequest::default();
+        for ip in ips {
+            let taken = match ip {
+                IpAddr::V4(v4) => matches!(
+                    std::mem::replace(&mut req.v4, Source::Allocate(Some(*v4))),
+                    Source::Allocate(Some(_))
+                ),
+                IpAddr::V6(v6) => matches!(
+                    std::mem::replace(&mut req.v6, Source::Allocate(Some(*v6))),
+                    Source::Allocate(Some(_))
+                ),
+            };
+            if taken {
+                return Err(crate::network::invalid(
+                    "ip",
+                    ip,
+                    "is a second address of the same family; give at most one IPv4 and one IPv6 address",
+                ));
+            }
+        }
+        Ok(req)
+    }
+}
+
+/// A route inside the container: `dst` via `gw`, or via the network's gateway of the
+/// destination's family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSpec {
-    pub dst: Ipv4Net,
+    pub dst: IpNet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gw: Option<Ipv4Addr>,
+    pub gw: Option<IpAddr>,
 }
 
 impl RouteSpec {
-    pub fn default_route() -> RouteSpec {
-        RouteSpec {
-            dst: Ipv4Net::default(),
-            gw: None,
-        }
+    /// The default routes of both families; attach keeps those of the families the network
+    /// has.
+    pub fn defaults() -> Vec<RouteSpec> {
+        vec![
+            RouteSpec {
+                dst: IpNet::V4(Ipv4Net::default()),
+                gw: None,
+            },
+            RouteSpec {
+                dst: IpNet::V6(Ipv6Net::default()),
+                gw: None,
+            },
+        ]
     }
 }
 
@@ -107,21 +172,21 @@ pub struct AttachRequest {
     pub address: AddressRequest,
     pub mac: Option<Mac>,
     pub ports: Vec<PortMapping>,
-    /// Routes inside the container (usually just the default route via the gateway).
+    /// Routes inside the container (usually the default routes via the gateways).
     pub routes: Vec<RouteSpec>,
 }
 
 impl AttachRequest {
-    /// `eth0` with the next free address, a default route via the gateway, no ports.
+    /// `eth0` with the next free addresses, default routes via the gateways, no ports.
     pub fn simple(netns: &Path, container_id: &str) -> AttachRequest {
         AttachRequest {
             netns: netns.to_path_buf(),
             container_id: container_id.to_string(),
             ifname: "eth0".into(),
-            address: AddressRequest::Allocate(None),
+            address: AddressRequest::default(),
             mac: None,
             ports: Vec::new(),
-            routes: vec![RouteSpec::default_route()],
+            routes: RouteSpec::defaults(),
         }
     }
 }
@@ -140,7 +205,12 @@ pub struct Endpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_ifindex: Option<u32>,
     pub ip: Option<Ipv4Net>,
-    pub gateway: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     pub mac: Mac,
     /// The host end's MAC (chosen by ferrynet, so it is known without asking the kernel).
     #[serde(default)]
@@ -149,8 +219,27 @@ pub struct Endpoint {
     pub bridge_mac: Option<Mac>,
     pub ports: Vec<PortMapping>,
     pub routes: Vec<RouteSpec>,
-    /// Whether the address belongs to ferrynet's IPAM (and must be released on detach).
+    /// Whether the IPv4 address belongs to ferrynet's IPAM (and must be released on detach).
     pub ipam: bool,
+    /// The same for the IPv6 address.
+    #[serde(default)]
+    pub ipam6: bool,
+}
+
+impl Endpoint {
+    /// The container's link-local address (IPv6 networks only): derived from its MAC, added
+    /// by ferrynet without DAD, the only other IPv6 source the port may use.
+    pub fn link_local(&self) -> Option<Ipv6Addr> {
+        self.ip6.map(|_| self.mac.link_local())
+    }
+
+    /// The addresses the firewall's elements point at.
+    pub fn addrs(&self) -> EndpointAddrs {
+        EndpointAddrs {
+            v4: self.ip.map(|n| n.addr()),
+            v6: self.ip6.map(|n| n.addr()),
+        }
+    }
 }
 
 /// The host-side veth name: derived from the endpoint's identity, so that cleanup finds it
@@ -184,13 +273,13 @@ pub fn default_mtu() -> u32 {
         .unwrap_or(crate::network::DEFAULT_MTU)
 }
 
-/// The addresses a network hands out.
-pub fn pool_of(net: &NetworkConfig) -> Pool<Ipv4Addr> {
-    let mut pool = Pool::new(net.subnet, Some(net.gateway));
-    if let Some(start) = net.range_start {
+/// The addresses one family of a network hands out.
+pub fn pool_of<A: Family>(f: &FamilyConfig<A>) -> Pool<A> {
+    let mut pool = Pool::new(f.subnet, Some(f.gateway));
+    if let Some(start) = f.range_start {
         pool.start = pool.start.max(start);
     }
-    if let Some(end) = net.range_end {
+    if let Some(end) = f.range_end {
         pool.end = pool.end.min(end);
     }
     pool
@@ -209,8 +298,22 @@ impl Driver {
         &self.state
     }
 
-    fn ipam(&self, net: &NetworkConfig) -> Ipam<Ipv4Addr> {
-        Ipam::new(&self.state.ipam_dir(&net.name), pool_of(net))
+    /// The network's IPv4 reservations. Also for a network without IPv4 (now): releasing and
+    /// collecting go by key and need no pool, so a configuration that changed between attach
+    /// and detach still gives back what attach took.
+    fn ipam4(&self, net: &NetworkConfig) -> Ipam<Ipv4Addr> {
+        let pool = net
+            .v4
+            .map_or(Pool::new(Ipv4Net::default(), None), |f| pool_of(&f));
+        Ipam::new(&self.state.ipam_dir(&net.name), pool)
+    }
+
+    /// The network's IPv6 reservations, in their own directory inside the IPv4 one.
+    fn ipam6(&self, net: &NetworkConfig) -> Ipam<Ipv6Addr> {
+        let pool = net
+            .v6
+            .map_or(Pool::new(Ipv6Net::default(), None), |f| pool_of(&f));
+        Ipam::new(&self.state.ipam_dir(&net.name).join("v6"), pool)
     }
 
     fn record_path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
@@ -222,7 +325,8 @@ impl Driver {
     fn rules(net: &NetworkConfig) -> NetworkRules {
         NetworkRules {
             bridge: net.bridge.clone(),
-            subnet: net.subnet,
+            subnet: net.v4.map(|f| f.subnet),
+            subnet6: net.v6.map(|f| f.subnet),
             masquerade: net.masquerade,
             isolate: net.isolate,
         }

@@ -2,10 +2,14 @@
 //! route_localnet, and the network's firewall elements; what must hold before it is built.
 
 use std::fs;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+
+use ipnet::IpNet;
 
 use super::{io_err, nl, Driver, DriverError};
 use crate::firewall::Firewall;
+use crate::hostnet::{owned_by_network, subnet_conflict};
 use crate::netlink::{Handle, Link, Mac, NetlinkError};
 use crate::netns::write_sysctl;
 use crate::network::NetworkConfig;
@@ -47,21 +51,42 @@ impl Driver {
                         nl("look up bridge")(NetlinkError::Malformed("bridge vanished"))
                     })?;
                 if net.gateway_on_bridge {
-                    match h.add_addr(link.index, net.gateway_net()) {
-                        Err(e) if !e.is(libc::EEXIST) => return Err(nl("add gateway address")(e)),
-                        _ => {}
+                    let gateways = net.v4.map(|f| IpNet::V4(f.gateway_net()));
+                    let gateways = gateways
+                        .into_iter()
+                        .chain(net.v6.map(|f| IpNet::V6(f.gateway_net())));
+                    for gw in gateways {
+                        match h.add_addr(link.index, gw) {
+                            Err(e) if !e.is(libc::EEXIST) => {
+                                return Err(nl("add gateway address")(e))
+                            }
+                            _ => {}
+                        }
                     }
                 }
-                let conf = format!("net/ipv4/conf/{}/route_localnet", net.bridge);
-                write_sysctl(&conf, "1").map_err(io_err(Path::new(&conf)))?;
-                // The bridge itself needs no IPv6 for an IPv4 network.
-                let _ = write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", net.bridge), "1");
-                h.set_up(link.index).map_err(nl("set bridge up"))?;
+                if net.v4.is_some() {
+                    let conf = format!("net/ipv4/conf/{}/route_localnet", net.bridge);
+                    write_sysctl(&conf, "1").map_err(io_err(Path::new(&conf)))?;
+                }
+                if net.v6.is_some() {
+                    // Only the gateway address (added without DAD): no link-local of its own,
+                    // no SLAAC.
+                    h.set_up_static(link.index, None)
+                        .map_err(nl("set bridge up"))?;
+                } else {
+                    // The bridge itself needs no IPv6 for an IPv4 network.
+                    let _ =
+                        write_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", net.bridge), "1");
+                    h.set_up(link.index).map_err(nl("set bridge up"))?;
+                }
                 link
             }
         };
-        if !h.ipv4_forwarding().map_err(nl("read ip_forward"))? {
+        if net.v4.is_some() && !h.ipv4_forwarding().map_err(nl("read ip_forward"))? {
             write_sysctl("net/ipv4/ip_forward", "1").map_err(io_err(Path::new("ip_forward")))?;
+        }
+        if net.v6.is_some() && !h.ipv6_forwarding().map_err(nl("read IPv6 forwarding"))? {
+            enable_ipv6_forwarding()?;
         }
         fw.ensure_network(&Self::rules(net))?;
         Ok(bridge)
@@ -88,12 +113,24 @@ impl Driver {
             )
             .into()),
             Some(link) => Ok(Some(link)),
-            None => match crate::hostnet::subnet_conflict(h, net.subnet, &net.bridge)
-                .map_err(nl("read the host's addresses and routes"))?
-            {
-                Some(conflict) => Err(conflict.into()),
-                None => Ok(None),
-            },
+            None => {
+                let read = nl("read the host's addresses and routes");
+                let ours = owned_by_network(&net.bridge);
+                let v4 = match net.v4 {
+                    Some(f) => subnet_conflict::<Ipv4Addr>(h, "subnet", f.subnet, &ours),
+                    None => Ok(None),
+                };
+                let v6 = match (v4, net.v6) {
+                    (Ok(None), Some(f)) => {
+                        subnet_conflict::<Ipv6Addr>(h, "subnet", f.subnet, &ours)
+                    }
+                    (v4, _) => v4,
+                };
+                match v6.map_err(read)? {
+                    Some(conflict) => Err(conflict.into()),
+                    None => Ok(None),
+                }
+            }
         }
     }
 
@@ -103,11 +140,35 @@ impl Driver {
         h.delete_link_by_name(&net.bridge)
             .map_err(nl("delete bridge"))?;
         Firewall::open()?.remove_network(&Self::rules(net))?;
-        self.ipam(net).destroy()?;
+        // The IPv6 reservations live inside the IPv4 directory: destroy the inner one first.
+        self.ipam6(net).destroy()?;
+        self.ipam4(net).destroy()?;
         let dir = self.state.endpoints_dir(&net.name);
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&dir)(e)),
             _ => Ok(()),
         }
     }
+}
+
+/// Turns IPv6 forwarding on for the whole namespace without taking router advertisements
+/// away from the interfaces that use them: `forwarding=1` makes the kernel ignore RAs where
+/// `accept_ra` is 1, so those (and the default for new interfaces) become 2 first. A host
+/// that learns its default route by RA keeps it. Control path only (network creation).
+fn enable_ipv6_forwarding() -> Result<(), DriverError> {
+    let dir = Path::new("/proc/sys/net/ipv6/conf");
+    let entries = fs::read_dir(dir).map_err(io_err(dir))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "all" {
+            continue;
+        }
+        let key = format!("net/ipv6/conf/{name}/accept_ra");
+        let accept_ra = fs::read_to_string(Path::new("/proc/sys").join(&key)).unwrap_or_default();
+        if accept_ra.trim() == "1" {
+            write_sysctl(&key, "2").map_err(io_err(Path::new(&key)))?;
+        }
+    }
+    let key = "net/ipv6/conf/all/forwarding";
+    write_sysctl(key, "1").map_err(io_err(Path::new(key)))
 }

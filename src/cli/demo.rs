@@ -103,7 +103,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
 
     let st = StateDir::new(&state);
     let driver = Driver::new(st.clone());
-    let net = NetworkConfig::new("demo", "10.90.0.0/24".parse()?, None, None, 1500)?;
+    let net = NetworkConfig::new("demo", &["10.90.0.0/24".parse()?], None, &[], 1500)?;
     step("ferrynet network create demo --subnet 10.90.0.0/24");
     host.run(|| -> Result<()> {
         st.insert(&net)?;
@@ -112,7 +112,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     })??;
     println!(
         "  bridge {} with gateway {}/24, masquerade and isolation in nftables table inet ferrynet",
-        net.bridge, net.gateway
+        net.bridge,
+        net.gateways()[0]
     );
 
     step("ferrynet attach: c1 (publishing 8080 -> 80) and c2");
@@ -126,10 +127,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 .to_string_lossy()
                 .into_owned(),
             ifname: "eth0".into(),
-            address: AddressRequest::Allocate(None),
+            address: AddressRequest::default(),
             mac: None,
             ports,
-            routes: vec![RouteSpec::default_route()],
+            routes: RouteSpec::defaults(),
         };
         Ok(host.run(|| driver.attach(&net, &req))??)
     };
@@ -201,7 +202,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     )?;
     let seen = world_server.peers();
     check(
-        seen.first() == Some(&HOST_UPLINK),
+        seen.first() == Some(&HOST_UPLINK.into()),
         &format!(
             "the world server saw source {} (the host's uplink), not c1's {}",
             fmt_peers(&seen),
@@ -354,7 +355,7 @@ fn pods_across(host_a: &Netns, host_b: &Netns, state: &std::path::Path) -> Resul
             "  {node} leased {subnet} (pod MTU {mtu}, written to {})",
             file.display()
         );
-        let net = NetworkConfig::new("pods", subnet, Some("fypods0"), None, mtu)?;
+        let net = NetworkConfig::new("pods", &[subnet.into()], Some("fypods0"), &[], mtu)?;
         let driver = Driver::new(StateDir::new(state.join(node)));
         let ns = Netns::open(&netns::create_named(pod)?)?;
         let req = AttachRequest::simple(ns.path(), pod);
@@ -380,7 +381,7 @@ fn pods_across(host_a: &Netns, host_b: &Netns, state: &std::path::Path) -> Resul
         &format!("c3 connects to {ip4}:7000 on the other host"),
     )?;
     check(
-        server.peers().first() == ep3.ip.map(|n| n.addr()).as_ref(),
+        server.peers().first() == ep3.ip.map(|n| n.addr().into()).as_ref(),
         &format!(
             "c4 sees c3's own address {} (no masquerade inside the cluster)",
             ep3.ip.unwrap().addr()
@@ -417,7 +418,7 @@ fn pods_across(host_a: &Netns, host_b: &Netns, state: &std::path::Path) -> Resul
     Ok(())
 }
 
-fn fmt_peers(p: &[Ipv4Addr]) -> String {
+fn fmt_peers(p: &[std::net::IpAddr]) -> String {
     p.first().map(|i| i.to_string()).unwrap_or("nothing".into())
 }
 

@@ -7,7 +7,7 @@ mod demo;
 mod network;
 mod run;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -77,9 +77,9 @@ pub struct EndpointArgs {
     network: String,
     #[arg(long, default_value = "eth0")]
     ifname: String,
-    /// A static address instead of the next free one.
+    /// A static address instead of the next free one; repeatable, one per family.
     #[arg(long)]
-    ip: Option<Ipv4Addr>,
+    ip: Vec<IpAddr>,
     #[arg(long)]
     mac: Option<Mac>,
     /// HOST:CONTAINER[/PROTO], repeatable.
@@ -156,10 +156,10 @@ pub fn attach_endpoint(
         netns: netns.to_path_buf(),
         container_id,
         ifname: a.ifname.clone(),
-        address: AddressRequest::Allocate(a.ip),
+        address: AddressRequest::with_ips(&a.ip)?,
         mac: a.mac,
         ports: a.publish.clone(),
-        routes: vec![RouteSpec::default_route()],
+        routes: RouteSpec::defaults(),
     };
     Ok(Driver::new(state.clone()).attach(&net, &req)?)
 }

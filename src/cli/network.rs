@@ -1,10 +1,10 @@
 //! `ferrynet network create|ls|inspect|rm`.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::print_json;
@@ -17,14 +17,15 @@ pub enum NetworkCmd {
     /// Create a network: a bridge with the gateway address, masquerade and isolation rules.
     Create {
         name: String,
-        #[arg(long)]
-        subnet: Ipv4Net,
+        /// An IPv4 and/or an IPv6 CIDR (repeat the flag for dual-stack).
+        #[arg(long, required = true)]
+        subnet: Vec<IpNet>,
         /// Bridge name (default ferry-NAME).
         #[arg(long)]
         bridge: Option<String>,
-        /// Gateway address on the bridge (default: the subnet's first address).
+        /// Gateway address on the bridge, one per family (default: each subnet's first address).
         #[arg(long)]
-        gateway: Option<Ipv4Addr>,
+        gateway: Vec<IpAddr>,
         /// MTU of the bridge and veths (default: the default route's interface MTU).
         #[arg(long)]
         mtu: Option<u32>,
@@ -87,9 +88,9 @@ pub fn run(state: &StateDir, cmd: NetworkCmd) -> Result<()> {
         } => {
             let mut net = NetworkConfig::new(
                 &name,
-                subnet,
+                &subnet,
                 bridge.as_deref(),
-                gateway,
+                &gateway,
                 mtu.unwrap_or_else(default_mtu),
             )?;
             net.masquerade = !no_masquerade;
@@ -110,17 +111,17 @@ pub fn run(state: &StateDir, cmd: NetworkCmd) -> Result<()> {
             } else {
                 let driver = Driver::new(state.clone());
                 println!(
-                    "{:<16} {:<16} {:<18} {:<15} {:>5} {:>9}",
-                    "NAME", "BRIDGE", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"
+                    "{:<16} {:<16} {:<34} {:<28} {:>5} {:>9}",
+                    "NAME", "BRIDGE", "SUBNETS", "GATEWAYS", "MTU", "ENDPOINTS"
                 );
                 for n in nets {
                     let count = driver.endpoints(&n.name)?.len();
                     println!(
-                        "{:<16} {:<16} {:<18} {:<15} {:>5} {:>9}",
+                        "{:<16} {:<16} {:<34} {:<28} {:>5} {:>9}",
                         n.name,
                         n.bridge,
-                        n.subnet.to_string(),
-                        n.gateway.to_string(),
+                        joined(&n.subnets()),
+                        joined(&n.gateways()),
                         n.mtu,
                         count
                     );
@@ -192,6 +193,14 @@ fn create(state: &StateDir, net: &NetworkConfig) -> Result<()> {
     Ok(())
 }
 
+fn joined<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"
@@ -214,10 +223,10 @@ fn print_inspect(i: &Inspect) {
             c.bridge
         ),
     }
-    println!(
-        "subnet      {}  gateway {}  mtu {}",
-        c.subnet, c.gateway, c.mtu
-    );
+    for (subnet, gateway) in c.subnets().iter().zip(c.gateways()) {
+        println!("subnet      {subnet}  gateway {gateway}");
+    }
+    println!("mtu         {}", c.mtu);
     println!(
         "masquerade  {}  isolate {}  hairpin {}",
         yes_no(c.masquerade),
@@ -230,15 +239,24 @@ fn print_inspect(i: &Inspect) {
     }
     println!();
     println!(
-        "{:<20} {:<8} {:<18} {:<17} {:<15} {:>7}  NETNS",
-        "CONTAINER", "IFNAME", "IP", "MAC", "HOST VETH", "IFINDEX"
+        "{:<20} {:<8} {:<40} {:<17} {:<15} {:>7}  NETNS",
+        "CONTAINER", "IFNAME", "ADDRESSES", "MAC", "HOST VETH", "IFINDEX"
     );
     for e in &i.endpoints {
+        let addrs: Vec<IpNet> =
+            e.ip.map(IpNet::V4)
+                .into_iter()
+                .chain(e.ip6.map(IpNet::V6))
+                .collect();
         println!(
-            "{:<20} {:<8} {:<18} {:<17} {:<15} {:>7}  {}{}",
+            "{:<20} {:<8} {:<40} {:<17} {:<15} {:>7}  {}{}",
             e.container_id,
             e.ifname,
-            e.ip.map(|n| n.to_string()).unwrap_or("-".into()),
+            if addrs.is_empty() {
+                "-".to_string()
+            } else {
+                joined(&addrs)
+            },
             e.mac.to_string(),
             e.host_veth,
             e.host_ifindex.map(|n| n.to_string()).unwrap_or("-".into()),

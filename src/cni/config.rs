@@ -1,10 +1,10 @@
 //! The network configuration a runtime sends on stdin, read key by key so that every wrong
 //! type is reported with the key's name (code 7), unknown keys ignored.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde_json::{Map, Value};
 
 use super::error::{CniError, DECODE_FAILURE, INCOMPATIBLE_VERSION};
@@ -17,8 +17,9 @@ pub const DEFAULT_BRIDGE: &str = "ferry0";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subnet {
-    Cidr(Ipv4Net),
-    /// Read the host's leased subnet from the agent's subnet.env.
+    /// One CIDR per family (the network checks that there is at most one of each).
+    Cidrs(Vec<IpNet>),
+    /// Read the host's leased subnets from the agent's subnet.env.
     Auto,
     /// Addresses come from a delegated IPAM plugin.
     FromIpam,
@@ -37,9 +38,10 @@ pub struct NetConf {
     pub isolation: bool,
     pub anti_spoofing: bool,
     pub subnet: Subnet,
-    pub gateway: Option<Ipv4Addr>,
-    pub range_start: Option<Ipv4Addr>,
-    pub range_end: Option<Ipv4Addr>,
+    /// `gateway` and the ranges' gateways, at most one per family.
+    pub gateways: Vec<IpAddr>,
+    /// `ranges`: one range set per family (host-local's layout); the first range of each.
+    pub ranges: Vec<Range>,
     /// None: the default (a default route via the gateway).
     pub routes: Option<Vec<RouteSpec>>,
     pub dns: Option<Value>,
@@ -49,12 +51,21 @@ pub struct NetConf {
     pub log_file: Option<PathBuf>,
     pub subnet_file: PathBuf,
     pub port_mappings: Vec<PortMapping>,
-    pub ips: Vec<Ipv4Addr>,
+    pub ips: Vec<IpAddr>,
     pub mac: Option<Mac>,
     pub prev_result: Option<Value>,
     pub valid_attachments: Option<Vec<(String, String)>>,
     /// The configuration as received, passed on to delegated plugins.
     pub raw: Value,
+}
+
+/// One family's range, as host-local writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub subnet: Option<IpNet>,
+    pub start: Option<IpAddr>,
+    pub end: Option<IpAddr>,
+    pub gateway: Option<IpAddr>,
 }
 
 /// Typed access to one JSON object's keys, naming the key in every error.
@@ -237,39 +248,63 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         None => None,
     };
 
-    let subnet = match k.string("subnet")? {
-        Some("auto") => Subnet::Auto,
-        Some(s) if !s.is_empty() => Subnet::Cidr(
-            s.parse::<Ipv4Net>()
-                .map_err(|_| k.wrong("subnet", "an IPv4 CIDR or \"auto\""))?
-                .trunc(),
-        ),
-        _ if ipam.is_some() => Subnet::FromIpam,
-        _ => {
-            // The reference plugins' layout: ipam.ranges[0][0].subnet or ipam.subnet.
-            return Err(CniError::config(
-                "invalid configuration: \"subnet\" is required (a CIDR, or \"auto\" for the agent's leased subnet), unless an \"ipam\" plugin is given",
-            ));
-        }
-    };
-
-    let mut range_start = None;
-    let mut range_end = None;
-    let mut gateway = k.parsed::<Ipv4Addr>("gateway", "an IPv4 address")?;
-    if let Some(first_set) = k.array("ranges")?.first() {
-        let set = first_set
+    let mut ranges = Vec::new();
+    for (i, set) in k.array("ranges")?.iter().enumerate() {
+        let set = set
             .as_array()
-            .ok_or_else(|| k.wrong("ranges", "an array of arrays of ranges"))?;
+            .ok_or_else(|| k.wrong("ranges", "an array of range sets (arrays of ranges)"))?;
+        // One range set per family, as host-local; ferrynet uses each set's first range.
         if let Some(range) = set.first() {
+            let prefix = format!("ranges[{i}][0].");
             let r = Keys {
                 obj: as_object(range, "ranges")?,
-                prefix: "ranges[0][0].",
+                prefix: &prefix,
             };
-            range_start = r.parsed("rangeStart", "an IPv4 address")?;
-            range_end = r.parsed("rangeEnd", "an IPv4 address")?;
-            gateway = gateway.or(r.parsed("gateway", "an IPv4 address")?);
+            ranges.push(Range {
+                subnet: r.parsed::<IpNet>("subnet", "a CIDR")?.map(|n| n.trunc()),
+                start: r.parsed("rangeStart", "an IP address")?,
+                end: r.parsed("rangeEnd", "an IP address")?,
+                gateway: r.parsed("gateway", "an IP address")?,
+            });
         }
     }
+
+    let subnet = match k.get("subnet") {
+        Some(Value::String(s)) if s == "auto" => Subnet::Auto,
+        Some(Value::String(s)) if !s.is_empty() => Subnet::Cidrs(vec![s
+            .parse::<IpNet>()
+            .map_err(|_| k.wrong("subnet", "a CIDR, a list of CIDRs or \"auto\""))?
+            .trunc()]),
+        Some(Value::Array(list)) if !list.is_empty() => Subnet::Cidrs(
+            list.iter()
+                .map(|v| {
+                    v.as_str()
+                        .and_then(|s| s.parse::<IpNet>().ok())
+                        .map(|n| n.trunc())
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| k.wrong("subnet", "a CIDR, a list of CIDRs or \"auto\""))?,
+        ),
+        Some(Value::String(_)) | Some(Value::Array(_)) | None => {
+            let from_ranges: Vec<IpNet> = ranges.iter().filter_map(|r| r.subnet).collect();
+            if !from_ranges.is_empty() {
+                Subnet::Cidrs(from_ranges)
+            } else if ipam.is_some() {
+                Subnet::FromIpam
+            } else {
+                return Err(CniError::config(
+                    "invalid configuration: \"subnet\" is required (a CIDR, a list of CIDRs one per family, or \"auto\" for the agent's leased subnets), unless \"ranges\" name subnets or an \"ipam\" plugin is given",
+                ));
+            }
+        }
+        Some(_) => return Err(k.wrong("subnet", "a CIDR, a list of CIDRs or \"auto\"")),
+    };
+
+    let mut gateways = Vec::new();
+    if let Some(gw) = k.parsed::<IpAddr>("gateway", "an IP address")? {
+        gateways.push(gw);
+    }
+    gateways.extend(ranges.iter().filter_map(|r| r.gateway));
 
     let routes = match k.get("routes") {
         None => None,
@@ -280,14 +315,16 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
                     obj: as_object(r, "routes")?,
                     prefix: "routes[].",
                 };
-                let dst = rk
-                    .parsed::<Ipv4Net>("dst", "an IPv4 CIDR")?
-                    .ok_or_else(|| {
-                        CniError::config("invalid configuration: every route needs \"dst\"")
-                    })?;
+                let dst = rk.parsed::<IpNet>("dst", "a CIDR")?.ok_or_else(|| {
+                    CniError::config("invalid configuration: every route needs \"dst\"")
+                })?;
+                let gw: Option<IpAddr> = rk.parsed("gw", "an IP address")?;
+                if gw.is_some_and(|gw| gw.is_ipv6() != matches!(dst, IpNet::V6(_))) {
+                    return Err(rk.wrong("gw", "an address of the same family as \"dst\""));
+                }
                 out.push(RouteSpec {
                     dst: dst.trunc(),
-                    gw: rk.parsed("gw", "an IPv4 address")?,
+                    gw,
                 });
             }
             Some(out)
@@ -361,9 +398,8 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         isolation: k.bool("isolation", true)?,
         anti_spoofing: k.bool("antiSpoofing", true)?,
         subnet,
-        gateway,
-        range_start,
-        range_end,
+        gateways,
+        ranges,
         routes,
         dns: k.get("dns").cloned(),
         ipam,
@@ -386,7 +422,7 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
     })
 }
 
-fn parse_ip(v: &Value, key: &str) -> Result<Ipv4Addr, CniError> {
+fn parse_ip(v: &Value, key: &str) -> Result<IpAddr, CniError> {
     let s = v.as_str().ok_or_else(|| {
         CniError::config(format!(
             "invalid configuration: {key:?} entries must be strings"
@@ -395,7 +431,7 @@ fn parse_ip(v: &Value, key: &str) -> Result<Ipv4Addr, CniError> {
     let addr = s.split('/').next().unwrap_or(s);
     addr.parse().map_err(|_| {
         CniError::config(format!(
-            "invalid configuration: {key:?} entry {s:?} is not an IPv4 address"
+            "invalid configuration: {key:?} entry {s:?} is not an IP address"
         ))
     })
 }
@@ -418,10 +454,10 @@ fn port_mapping(v: &Value) -> Result<PortMapping, CniError> {
             .map_err(|_| k.wrong("protocol", "tcp, udp or sctp"))?,
     };
     let host_ip = match k.string("hostIP")? {
-        None | Some("") | Some("0.0.0.0") => None,
+        None | Some("") | Some("0.0.0.0") | Some("::") => None,
         Some(ip) => Some(
             ip.parse()
-                .map_err(|_| k.wrong("hostIP", "an IPv4 address"))?,
+                .map_err(|_| k.wrong("hostIP", "an IPv4 or IPv6 address"))?,
         ),
     };
     Ok(PortMapping {
@@ -434,8 +470,8 @@ fn port_mapping(v: &Value) -> Result<PortMapping, CniError> {
 
 /// `CNI_ARGS`: `K=V;K=V`. Returns IP and MAC if present; unknown keys are an error unless
 /// `IgnoreUnknown` is set (as the reference plugins do).
-pub fn parse_cni_args(args: &str) -> Result<(Option<Ipv4Addr>, Option<Mac>), CniError> {
-    let mut ip = None;
+pub fn parse_cni_args(args: &str) -> Result<(Vec<IpAddr>, Option<Mac>), CniError> {
+    let mut ips = Vec::new();
     let mut mac = None;
     let mut unknown = Vec::new();
     let mut ignore_unknown = false;
@@ -445,17 +481,13 @@ pub fn parse_cni_args(args: &str) -> Result<(Option<Ipv4Addr>, Option<Mac>), Cni
             .ok_or_else(|| CniError::env(format!("CNI_ARGS: {pair:?} is not KEY=VALUE")))?;
         match key {
             "IgnoreUnknown" => ignore_unknown = matches!(value, "1" | "true" | "True"),
+            // One address, or one per family separated by commas (as podman sends them).
             "IP" => {
-                ip = Some(
-                    value
-                        .split('/')
-                        .next()
-                        .unwrap_or(value)
-                        .parse()
-                        .map_err(|_| {
-                            CniError::env(format!("CNI_ARGS: IP={value:?} is not an IPv4 address"))
-                        })?,
-                )
+                for one in value.split(',').filter(|v| !v.is_empty()) {
+                    ips.push(one.split('/').next().unwrap_or(one).parse().map_err(|_| {
+                        CniError::env(format!("CNI_ARGS: IP={one:?} is not an IP address"))
+                    })?);
+                }
             }
             "MAC" => {
                 mac = Some(
@@ -473,7 +505,7 @@ pub fn parse_cni_args(args: &str) -> Result<(Option<Ipv4Addr>, Option<Mac>), Cni
     if !unknown.is_empty() && !ignore_unknown {
         return Err(CniError::env(format!("CNI_ARGS: unknown keys {unknown:?}")));
     }
-    Ok((ip, mac))
+    Ok((ips, mac))
 }
 
 #[cfg(test)]
@@ -488,8 +520,47 @@ mod tests {
         .unwrap();
         assert_eq!(c.bridge, "ferry0");
         assert!(c.is_gateway && c.ip_masq && c.hairpin && c.isolation);
-        assert_eq!(c.subnet, Subnet::Cidr("10.88.0.0/24".parse().unwrap()));
+        assert_eq!(
+            c.subnet,
+            Subnet::Cidrs(vec!["10.88.0.0/24".parse().unwrap()])
+        );
         assert!(c.routes.is_none());
+    }
+
+    #[test]
+    fn dual_stack_subnets_ranges_and_routes() {
+        let c = parse(
+            br#"{"cniVersion":"1.1.0","name":"n","subnet":["10.88.0.0/24","fd00:88::/64"],
+                "routes":[{"dst":"0.0.0.0/0"},{"dst":"::/0"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.subnet,
+            Subnet::Cidrs(vec![
+                "10.88.0.0/24".parse().unwrap(),
+                "fd00:88::/64".parse().unwrap()
+            ])
+        );
+        assert_eq!(c.routes.unwrap().len(), 2);
+        // host-local's layout: one range set per family, the subnets in the ranges.
+        let c = parse(
+            br#"{"cniVersion":"1.1.0","name":"n","ranges":[
+                [{"subnet":"10.88.0.0/24","rangeStart":"10.88.0.10"}],
+                [{"subnet":"fd00:88::/64","gateway":"fd00:88::fe"}]]}"#,
+        )
+        .unwrap();
+        assert!(matches!(&c.subnet, Subnet::Cidrs(s) if s.len() == 2));
+        assert_eq!(c.ranges.len(), 2);
+        assert_eq!(c.gateways, vec!["fd00:88::fe".parse::<IpAddr>().unwrap()]);
+        let e = parse(
+            br#"{"cniVersion":"1.1.0","name":"n","subnet":"10.88.0.0/24",
+                "routes":[{"dst":"::/0","gw":"10.88.0.1"}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("\"routes[].gw\""), "{}", e.msg);
+        let e =
+            parse(br#"{"cniVersion":"1.1.0","name":"n","subnet":["10.88.0.0/24",5]}"#).unwrap_err();
+        assert!(e.msg.contains("\"subnet\""), "{}", e.msg);
     }
 
     #[test]
@@ -541,15 +612,22 @@ mod tests {
         .unwrap();
         assert_eq!(c.subnet, Subnet::Auto);
         assert_eq!(c.port_mappings[0].host_port, 8080);
-        assert_eq!(c.ips, vec![Ipv4Addr::new(10, 1, 0, 5)]);
+        assert_eq!(c.ips, vec!["10.1.0.5".parse::<IpAddr>().unwrap()]);
         assert!(c.mac.is_some());
         assert_eq!(
             c.valid_attachments.unwrap(),
             vec![("c1".into(), "eth0".into())]
         );
         let (ip, mac) =
-            parse_cni_args("IgnoreUnknown=1;IP=10.1.0.9;MAC=02:00:00:00:00:09;FOO=1").unwrap();
-        assert_eq!(ip, Some(Ipv4Addr::new(10, 1, 0, 9)));
+            parse_cni_args("IgnoreUnknown=1;IP=10.1.0.9,fd00::9;MAC=02:00:00:00:00:09;FOO=1")
+                .unwrap();
+        assert_eq!(
+            ip,
+            vec![
+                "10.1.0.9".parse::<IpAddr>().unwrap(),
+                "fd00::9".parse().unwrap()
+            ]
+        );
         assert!(mac.is_some());
         assert!(parse_cni_args("FOO=1").is_err());
     }

@@ -1,7 +1,8 @@
 //! The CNI 1.1 plugin: `ferrynet` with `CNI_COMMAND` in its environment. Parses the runtime's
 //! environment and configuration, turns them into a bridge-driver request, and prints the
-//! result (or an error JSON with the spec's code) on stdout. Logs go to stderr and, when the
-//! configuration names one, to a log file: never to stdout.
+//! result (or an error JSON with the spec's code) on stdout. Its one log line per call (see
+//! `crate::logging`) goes to the configuration's `logFile` if it names one, and a failure's also
+//! to stderr: never to stdout.
 
 pub mod config;
 pub mod delegate;
@@ -9,16 +10,19 @@ pub mod error;
 pub mod result;
 
 use std::io::{Read, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde_json::{json, Value};
 
-use crate::bridge::{default_mtu, pool_of, AddressRequest, AttachRequest, Driver, RouteSpec};
+use crate::bridge::{
+    default_mtu, pool_of, AddressRequest, AttachRequest, Driver, RouteSpec, Source,
+};
 use crate::ipam::Ipam;
-use crate::network::{validate_id, validate_ifname, NetworkConfig, StateDir};
+use crate::logging::{LogFormat, Logger};
+use crate::network::{validate_id, validate_ifname, FamilyConfig, NetworkConfig, StateDir};
 use config::{NetConf, Subnet, SUPPORTED_VERSIONS};
 use error::{CniError, INVALID_CONFIG, NOT_AVAILABLE, TRY_AGAIN_LATER, UNKNOWN_CONTAINER};
 use result::{parse_ipam_result, AddResult, IpamResult};
@@ -37,6 +41,7 @@ pub fn main() -> ExitCode {
     // Parsed once: the log file must be known even when the command fails.
     let conf = config::parse(&stdin);
     let log_file = conf.as_ref().ok().and_then(|c| c.log_file.clone());
+    let log_format = conf.as_ref().ok().map_or(LogFormat::Text, log_format);
     let outcome = run(&command, &stdin, conf);
     let mut out = std::io::stdout().lock();
     match outcome {
@@ -44,45 +49,46 @@ pub fn main() -> ExitCode {
             if let Some(v) = reply {
                 let _ = writeln!(out, "{v}");
             }
-            log(
-                log_file.as_deref(),
-                &format!("{command} {} ok", describe_env()),
-            );
+            // Nothing to set up, and nothing written, without a log file.
+            if let Some(path) = &log_file {
+                let _ = logger(&command).init_file(path, log_format, false);
+                tracing::info!("{command} ok");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
             let _ = writeln!(out, "{}", e.to_json(&reply_version));
-            let line = format!("{command} {} failed: {e}", describe_env());
-            eprintln!("ferrynet: {line}");
-            log(log_file.as_deref(), &line);
+            // One line on stderr (text), and the same in the log file.
+            let l = logger(&command);
+            match &log_file {
+                Some(path) => {
+                    let _ = l.init_file(path, log_format, true);
+                }
+                None => l.init_stderr(LogFormat::Text),
+            }
+            tracing::error!("{command} failed: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn describe_env() -> String {
-    let v = |k| std::env::var(k).unwrap_or_default();
-    format!(
-        "container={} ifname={}",
-        v("CNI_CONTAINERID"),
-        v("CNI_IFNAME")
-    )
+/// `"logFormat": "text"` (the default) or `"json"` for the `logFile`; anything else is text.
+fn log_format(conf: &NetConf) -> LogFormat {
+    conf.raw
+        .get("logFormat")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default()
 }
 
-fn log(file: Option<&std::path::Path>, line: &str) {
-    if let Some(path) = file {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{now:.3} ferrynet[{}] {line}", std::process::id());
-        }
-    }
+/// The plugin's log lines carry the call: command, container, interface, process.
+fn logger(command: &str) -> Logger {
+    let v = |k| std::env::var(k).unwrap_or_default();
+    Logger::new("cni")
+        .field("command", command)
+        .field("container", v("CNI_CONTAINERID"))
+        .field("ifname", v("CNI_IFNAME"))
+        .field("pid", std::process::id())
 }
 
 /// The runtime's environment, validated as the reference skel does.
@@ -176,9 +182,10 @@ fn version_reply(stdin: &[u8]) -> Value {
     json!({ "cniVersion": v, "supportedVersions": SUPPORTED_VERSIONS })
 }
 
-/// The agent's subnet.env: FERRYNET_SUBNET, FERRYNET_MTU, FERRYNET_IPMASQ.
+/// The agent's subnet.env: FERRYNET_SUBNET (and FERRYNET_SUBNET6 on a dual-stack cluster),
+/// FERRYNET_MTU, FERRYNET_IPMASQ.
 struct Lease {
-    subnet: Ipv4Net,
+    subnets: Vec<IpNet>,
     mtu: Option<u32>,
     ip_masq: Option<bool>,
 }
@@ -193,51 +200,144 @@ fn read_lease(conf: &NetConf) -> Result<Lease, CniError> {
             ),
         )
     })?;
-    let mut subnet = None;
+    let mut subnets = Vec::new();
     let mut mtu = None;
     let mut ip_masq = None;
     for line in text.lines() {
         match line.split_once('=') {
-            Some(("FERRYNET_SUBNET", v)) => {
-                subnet = v.trim().parse::<Ipv4Net>().ok().map(|n| n.trunc())
+            Some(("FERRYNET_SUBNET" | "FERRYNET_SUBNET6", v)) => {
+                subnets.extend(v.trim().parse::<IpNet>().ok().map(|n| n.trunc()))
             }
             Some(("FERRYNET_MTU", v)) => mtu = v.trim().parse().ok(),
             Some(("FERRYNET_IPMASQ", v)) => ip_masq = Some(v.trim() == "true"),
             _ => {}
         }
     }
-    let subnet = subnet.ok_or_else(|| {
-        CniError::new(
+    if subnets.is_empty() {
+        return Err(CniError::new(
             TRY_AGAIN_LATER,
             format!(
                 "{} has no valid FERRYNET_SUBNET",
                 conf.subnet_file.display()
             ),
-        )
-    })?;
+        ));
+    }
     Ok(Lease {
-        subnet,
+        subnets,
         mtu,
         ip_masq,
     })
 }
 
-/// The engine's view of this network. `address` is what a delegated IPAM plugin returned.
+type Families = (
+    Option<FamilyConfig<Ipv4Addr>>,
+    Option<FamilyConfig<Ipv6Addr>>,
+);
+
+/// Each family's addressing from the subnets, the gateways (the configuration's first, then
+/// the IPAM plugin's) and the ranges; at most one of each per family, none of a family the
+/// network has no subnet of.
+fn families(
+    subnets: &[IpNet],
+    gateways: &[IpAddr],
+    ranges: &[config::Range],
+) -> Result<Families, CniError> {
+    let wrong = |key: &str, value: &dyn std::fmt::Display, why: &str| {
+        CniError::config(format!("invalid configuration: {key:?} {value}: {why}"))
+    };
+    let (mut v4, mut v6) = (None, None);
+    for subnet in subnets {
+        let taken = match subnet {
+            IpNet::V4(s) => v4.replace(FamilyConfig::new(*s, None)).is_some(),
+            IpNet::V6(s) => v6.replace(FamilyConfig::new(*s, None)).is_some(),
+        };
+        if taken {
+            return Err(wrong(
+                "subnet",
+                subnet,
+                "a second subnet of the same family; give at most one IPv4 and one IPv6 subnet",
+            ));
+        }
+    }
+    let (mut gw4, mut gw6) = (None, None);
+    for gw in gateways {
+        match gw {
+            IpAddr::V4(g) if v4.is_some() => _ = gw4.get_or_insert(*g),
+            IpAddr::V6(g) if v6.is_some() => _ = gw6.get_or_insert(*g),
+            _ => {
+                return Err(wrong(
+                    "gateway",
+                    gw,
+                    "the network has no subnet of its family",
+                ))
+            }
+        }
+    }
+    if let (Some(f), Some(g)) = (v4.as_mut(), gw4) {
+        f.gateway = g;
+    }
+    if let (Some(f), Some(g)) = (v6.as_mut(), gw6) {
+        f.gateway = g;
+    }
+    for r in ranges {
+        let family = r
+            .subnet
+            .map(|s| s.addr())
+            .or(r.start)
+            .or(r.end)
+            .or(r.gateway);
+        match family {
+            Some(IpAddr::V4(_)) if v4.is_some() => {
+                let f = v4.as_mut().expect("checked");
+                f.range_start = r.start.and_then(v4_of);
+                f.range_end = r.end.and_then(v4_of);
+            }
+            Some(IpAddr::V6(_)) if v6.is_some() => {
+                let f = v6.as_mut().expect("checked");
+                f.range_start = r.start.and_then(v6_of);
+                f.range_end = r.end.and_then(v6_of);
+            }
+            Some(ip) => {
+                return Err(wrong(
+                    "ranges",
+                    &ip,
+                    "the network has no subnet of its family",
+                ))
+            }
+            None => {}
+        }
+    }
+    Ok((v4, v6))
+}
+
+fn v4_of(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6_of(ip: IpAddr) -> Option<Ipv6Addr> {
+    match ip {
+        IpAddr::V6(v6) => Some(v6),
+        IpAddr::V4(_) => None,
+    }
+}
+
+/// The engine's view of this network. `ipam` is what a delegated IPAM plugin returned.
 fn network_config(conf: &NetConf, ipam: Option<&IpamResult>) -> Result<NetworkConfig, CniError> {
-    let (subnet, lease) = match (&conf.subnet, ipam) {
-        (Subnet::Cidr(s), _) => (*s, None),
+    let (subnets, lease) = match (&conf.subnet, ipam) {
+        (Subnet::Cidrs(s), _) => (s.clone(), None),
         (Subnet::Auto, _) => {
             let lease = read_lease(conf)?;
-            (lease.subnet, Some(lease))
+            (lease.subnets.clone(), Some(lease))
         }
-        (Subnet::FromIpam, Some(r)) => (r.address.trunc(), None),
-        (Subnet::FromIpam, None) => (Ipv4Net::default(), None),
+        (Subnet::FromIpam, Some(r)) => (r.addresses().iter().map(|a| a.trunc()).collect(), None),
+        (Subnet::FromIpam, None) => (Vec::new(), None),
     };
-    let first_host = Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1));
-    let gateway = conf
-        .gateway
-        .or(ipam.and_then(|r| r.gateway))
-        .unwrap_or(first_host);
+    let mut gateways = conf.gateways.clone();
+    gateways.extend(ipam.map(IpamResult::gateways).unwrap_or_default());
+    let (v4, v6) = families(&subnets, &gateways, &conf.ranges)?;
     let mtu = conf
         .mtu
         .or(lease.as_ref().and_then(|l| l.mtu))
@@ -245,8 +345,8 @@ fn network_config(conf: &NetConf, ipam: Option<&IpamResult>) -> Result<NetworkCo
     Ok(NetworkConfig {
         name: conf.name.clone(),
         bridge: conf.bridge.clone(),
-        subnet,
-        gateway,
+        v4,
+        v6,
         mtu,
         masquerade: lease
             .as_ref()
@@ -256,16 +356,15 @@ fn network_config(conf: &NetConf, ipam: Option<&IpamResult>) -> Result<NetworkCo
         hairpin: conf.hairpin,
         anti_spoof: conf.anti_spoofing,
         gateway_on_bridge: conf.is_gateway,
-        range_start: conf.range_start,
-        range_end: conf.range_end,
     })
 }
 
-/// The routes the container gets: the configuration's, or a default route via the gateway.
+/// The routes the container gets: the configuration's, or a default route per family via
+/// the gateways; then the IPAM plugin's.
 fn container_routes(conf: &NetConf, ipam: Option<&IpamResult>) -> Vec<RouteSpec> {
     let mut routes = conf.routes.clone().unwrap_or_else(|| {
         if conf.is_gateway && conf.is_default_gateway {
-            vec![RouteSpec::default_route()]
+            RouteSpec::defaults()
         } else {
             Vec::new()
         }
@@ -291,7 +390,7 @@ fn delegated_ipam(conf: &NetConf, env: &Env) -> Result<Option<PathBuf>, CniError
 }
 
 fn add(driver: &Driver, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
-    let (args_ip, args_mac) = config::parse_cni_args(&env.args)?;
+    let (args_ips, args_mac) = config::parse_cni_args(&env.args)?;
     let netns = env.netns.clone().expect("checked by read_env");
     let ipam_plugin = delegated_ipam(conf, env)?;
     let ipam_result = match &ipam_plugin {
@@ -299,7 +398,7 @@ fn add(driver: &Driver, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value
             let out = delegate::exec(plugin, "ADD", stdin)?.unwrap_or(Value::Null);
             Some(parse_ipam_result(&out).ok_or_else(|| {
                 let _ = delegate::exec(plugin, "DEL", stdin);
-                CniError::new(error::FAILED, "the IPAM plugin returned no IPv4 address")
+                CniError::new(error::FAILED, "the IPAM plugin returned no address")
                     .with_details(out.to_string())
             })?)
         }
@@ -312,8 +411,25 @@ fn add(driver: &Driver, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value
     };
     let net = network_config(conf, ipam_result.as_ref()).inspect_err(|_| undo_ipam())?;
     let address = match &ipam_result {
-        Some(r) => AddressRequest::External(r.address),
-        None => AddressRequest::Allocate(args_ip.or(conf.ips.first().copied())),
+        Some(r) => AddressRequest {
+            v4: r
+                .v4
+                .map_or(Source::Allocate(None), |(a, _)| Source::External(a)),
+            v6: r
+                .v6
+                .map_or(Source::Allocate(None), |(a, _)| Source::External(a)),
+        },
+        // CNI_ARGS wins over the configuration's ips, per family.
+        None => {
+            let mut ips = args_ips.clone();
+            for ip in &conf.ips {
+                if !ips.iter().any(|i| i.is_ipv6() == ip.is_ipv6()) {
+                    ips.push(*ip);
+                }
+            }
+            AddressRequest::with_ips(&ips)
+                .map_err(|e| CniError::config(format!("invalid configuration: {e}")))?
+        }
     };
     let routes = container_routes(conf, ipam_result.as_ref());
     let req = AttachRequest {
@@ -337,11 +453,15 @@ fn add(driver: &Driver, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value
         bridge: &net.bridge,
         bridge_mac: ep.bridge_mac,
         endpoint: &ep,
-        gateway: net
-            .gateway_on_bridge
-            .then_some(net.gateway)
-            .or(ipam_result.as_ref().and_then(|r| r.gateway)),
-        routes: &routes,
+        gateways: &if net.gateway_on_bridge {
+            net.gateways()
+        } else {
+            ipam_result
+                .as_ref()
+                .map(IpamResult::gateways)
+                .unwrap_or_default()
+        },
+        routes: &ep.routes,
         dns,
     }
     .to_json(&conf.cni_version))
@@ -386,25 +506,28 @@ fn check(driver: &Driver, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(),
                 ),
             )
         })?;
-    let prev_ip = parse_ipam_result(prev).map(|r| r.address);
-    if prev_ip.is_some() && prev_ip != ep.ip {
-        return Err(CniError::new(
-            error::CHECK_FAILED,
-            format!(
-                "prevResult address {:?} differs from the endpoint's {:?}",
-                prev_ip, ep.ip
-            ),
-        ));
+    if let Some(prev) = parse_ipam_result(prev) {
+        let mine = IpamResult {
+            v4: ep.ip.map(|a| (a, None)),
+            v6: ep.ip6.map(|a| (a, None)),
+            ..IpamResult::default()
+        };
+        if prev.addresses() != mine.addresses() {
+            return Err(CniError::new(
+                error::CHECK_FAILED,
+                format!(
+                    "prevResult addresses {:?} differ from the endpoint's {:?}",
+                    prev.addresses(),
+                    mine.addresses()
+                ),
+            ));
+        }
     }
-    let ipam_result = match &ep.ip {
-        Some(ip) if conf.ipam.is_some() => Some(IpamResult {
-            address: *ip,
-            gateway: None,
-            routes: Vec::new(),
-            dns: None,
-        }),
-        _ => None,
-    };
+    let ipam_result = conf.ipam.is_some().then(|| IpamResult {
+        v4: ep.ip.map(|a| (a, None)),
+        v6: ep.ip6.map(|a| (a, None)),
+        ..IpamResult::default()
+    });
     let net = network_config(conf, ipam_result.as_ref())?;
     let problems = driver.verify(&net, &ep)?;
     if !problems.is_empty() {
@@ -419,17 +542,28 @@ fn check(driver: &Driver, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(),
 fn status(driver: &Driver, conf: &NetConf) -> Result<(), CniError> {
     let net = network_config(conf, None).map_err(|e| CniError::new(NOT_AVAILABLE, e.msg))?;
     if conf.ipam.is_none() {
-        let ipam = Ipam::new(&driver.state().ipam_dir(&net.name), pool_of(&net));
-        let used = ipam
-            .reservations()
-            .map_err(|e| CniError::new(NOT_AVAILABLE, e.to_string()))?
-            .len() as u128;
-        if used >= pool_of(&net).capacity() {
-            return Err(CniError::new(
-                NOT_AVAILABLE,
-                format!("no free address left in {} ({used} in use)", net.subnet),
-            ));
+        let dir = driver.state().ipam_dir(&net.name);
+        if let Some(f) = &net.v4 {
+            pool_has_room(&Ipam::new(&dir, pool_of(f)), f.subnet)?;
         }
+        if let Some(f) = &net.v6 {
+            pool_has_room(&Ipam::new(&dir.join("v6"), pool_of(f)), f.subnet)?;
+        }
+    }
+    Ok(())
+}
+
+/// STATUS of one family's pool: code 50 when it is full.
+fn pool_has_room<A: crate::family::Family>(ipam: &Ipam<A>, subnet: A::Net) -> Result<(), CniError> {
+    let used = ipam
+        .reservations()
+        .map_err(|e| CniError::new(NOT_AVAILABLE, e.to_string()))?
+        .len() as u128;
+    if used >= ipam.capacity() {
+        return Err(CniError::new(
+            NOT_AVAILABLE,
+            format!("no free address left in {subnet} ({used} in use)"),
+        ));
     }
     Ok(())
 }

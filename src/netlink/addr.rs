@@ -89,6 +89,18 @@ impl Handle {
             .collect())
     }
 
+    /// (ifindex, address with prefix) of one family, of one link or of all.
+    pub fn addrs_of<A: Family>(
+        &mut self,
+        index: Option<u32>,
+    ) -> Result<Vec<(u32, A::Net)>, NetlinkError> {
+        Ok(self
+            .dump_addrs::<A>(index)?
+            .into_iter()
+            .map(|(index, net, _)| (index, net))
+            .collect())
+    }
+
     /// (ifindex, address with prefix, IFA flags) of one family.
     fn dump_addrs<A: Family>(
         &mut self,

@@ -159,17 +159,14 @@ impl Handle {
         self.ack(m)
     }
 
-    /// Brings a link up without IPv6 (no link-local address, so no DAD and no multicast
-    /// noise): IPv6 address generation is switched off first, then the link goes up, in one
-    /// datagram. For a bridge port, `hairpin` sets its hairpin mode in the same request.
+    /// Brings a link up with only the addresses ferrynet gives it: the kernel's IPv6 address
+    /// generation (the automatic link-local address, SLAAC) is switched off first, then the
+    /// link goes up, in one datagram. An IPv4 interface so has no IPv6 at all (no DAD, no
+    /// multicast noise on the bridge); an IPv6 one only its own addresses, added without DAD. For a bridge port, `hairpin` sets its hairpin mode in the same request.
     ///
     /// This replaces writing /proc/sys/net/ipv6/conf/DEV/disable_ipv6, whose path walk costs
     /// O(number of network namespaces) on this kernel (~0.6 ms at 2,000 namespaces).
-    pub fn set_up_ipv4_only(
-        &mut self,
-        index: u32,
-        hairpin: Option<bool>,
-    ) -> Result<(), NetlinkError> {
+    pub fn set_up_static(&mut self, index: u32, hairpin: Option<bool>) -> Result<(), NetlinkError> {
         let mut no_v6 = Message::new(RTM_NEWLINK, 0);
         no_v6.header(&ifinfomsg(AF_UNSPEC, index, 0, 0));
         no_v6.begin_nested(IFLA_AF_SPEC);

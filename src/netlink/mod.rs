@@ -51,6 +51,29 @@ impl Mac {
         Mac(b)
     }
 
+    /// The IPv6 link-local address derived from this MAC (modified EUI-64, RFC 4291).
+    pub fn link_local(&self) -> std::net::Ipv6Addr {
+        let b = self.0;
+        std::net::Ipv6Addr::from([
+            0xfe,
+            0x80,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            b[0] ^ 0x02,
+            b[1],
+            b[2],
+            0xff,
+            0xfe,
+            b[3],
+            b[4],
+            b[5],
+        ])
+    }
+
     /// A stable, locally administered unicast address derived from `seed`.
     pub fn from_seed(seed: &str) -> Mac {
         let h = crate::util::fnv1a64(seed.as_bytes()).to_be_bytes();

@@ -67,8 +67,10 @@ impl Ns {
         ok(&mut self.cmd(args))
     }
 
+    /// Whether `ip` answers one of two echo requests: a neighbour's first solicitation may
+    /// be lost on a loaded machine, and the kernel retransmits only after a second.
     pub fn ping(&self, ip: &str) -> bool {
-        sh(&mut self.cmd(&["ping", "-c1", "-W1", "-q", ip]))
+        sh(&mut self.cmd(&["ping", "-c2", "-i0.2", "-W1", "-q", ip]))
             .status
             .success()
     }
@@ -164,7 +166,13 @@ impl Host {
             s.push_str(l.split(" link/").next().unwrap_or(l));
             s.push('\n');
         }
-        s.push_str(&self.ns.exec(&["ip", "-o", "addr", "show"]));
+        // A test's own interfaces may still finish DAD on their link-local addresses.
+        s.push_str(
+            &self
+                .ns
+                .exec(&["ip", "-o", "addr", "show"])
+                .replace(" tentative", ""),
+        );
         s.push_str(&self.ns.exec(&["ip", "route", "show"]));
         s.push_str(&self.ns.exec(&["nft", "list", "ruleset"]));
         let mut files = Vec::new();
@@ -270,11 +278,11 @@ impl World {
 pub use ferrynet::probe::Server;
 
 /// Connects from inside `ns` and returns what the server said (None if unreachable).
-pub fn fetch(ns: &Ns, ip: Ipv4Addr, port: u16) -> Option<String> {
+pub fn fetch(ns: &Ns, ip: impl Into<std::net::IpAddr>, port: u16) -> Option<String> {
     ferrynet::probe::fetch(&ns.open(), ip, port).unwrap()
 }
 
-pub fn server(ns: &Ns, ip: Ipv4Addr, port: u16, name: &str) -> Server {
+pub fn server(ns: &Ns, ip: impl Into<std::net::IpAddr>, port: u16, name: &str) -> Server {
     Server::start(&ns.open(), ip, port, name).unwrap()
 }
 

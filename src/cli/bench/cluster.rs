@@ -163,7 +163,7 @@ impl Lab {
     /// A pod on `host` in its leased subnet.
     fn pod(&mut self, host: &Netns, node: &str, tag: &str) -> Result<(Netns, Ipv4Addr)> {
         let (subnet, mtu) = self.lease(node)?;
-        let net = NetworkConfig::new("pods", subnet, Some("fypods0"), None, mtu)?;
+        let net = NetworkConfig::new("pods", &[subnet.into()], Some("fypods0"), &[], mtu)?;
         let driver = Driver::new(StateDir::new(self.sc.state.join(node)));
         let ns = self.netns(tag)?;
         let req = AttachRequest::simple(ns.path(), tag);

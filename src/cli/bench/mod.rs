@@ -397,7 +397,7 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
     let run_dir = PathBuf::from(format!("{run_base}/ferrynet-bench-{}", std::process::id()));
     sc.run_dir = Some(run_dir.clone());
     let st = StateDir::with_run_dir(&state, &run_dir);
-    let net = NetworkConfig::new("bench", "10.90.0.0/16".parse()?, None, None, 1500)?;
+    let net = NetworkConfig::new("bench", &["10.90.0.0/16".parse()?], None, &[], 1500)?;
     host_a.run(|| -> Result<()> {
         st.insert(&net)?;
         Driver::new(st.clone()).ensure_network(&mut Handle::new()?, &net)?;
@@ -443,11 +443,18 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
         }
         for (i, c) in cs_b.iter().enumerate().skip(batch * BATCH).take(BATCH) {
             let ip = ipnet::Ipv4Net::new(
-                std::net::Ipv4Addr::from(u32::from(net.gateway) + 1 + i as u32),
+                std::net::Ipv4Addr::from(u32::from(bench_gateway(&net)) + 1 + i as u32),
                 16,
             )?;
             let (d, mac) = host_b.run(|| {
-                floor_attach(c, floor_bridge, i, ip, net.gateway, ports.then(|| port(i)))
+                floor_attach(
+                    c,
+                    floor_bridge,
+                    i,
+                    ip,
+                    bench_gateway(&net),
+                    ports.then(|| port(i)),
+                )
             })??;
             r.floor_attach.push(d);
             floor_macs.push(mac);
@@ -466,7 +473,7 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
             .skip(batch * BATCH)
             .take(BATCH)
         {
-            let ip = std::net::Ipv4Addr::from(u32::from(net.gateway) + 1 + i as u32);
+            let ip = std::net::Ipv4Addr::from(u32::from(bench_gateway(&net)) + 1 + i as u32);
             let guard = floor_guard(i, *mac, ip);
             let d = host_b.run(|| floor_detach(i, &guard, ports.then(|| port(i))))??;
             r.floor_detach.push(d);
@@ -509,7 +516,7 @@ fn floor_attach(
         let mut h = Handle::new()?;
         let l = h.link_by_name("eth0")?.context("eth0")?;
         h.add_addr(l.index, ip)?;
-        h.set_up_ipv4_only(l.index, None)?;
+        h.set_up_static(l.index, None)?;
         h.set_up(1)?;
         h.add_route(&Route {
             dst: "0.0.0.0/0".parse()?,
@@ -520,11 +527,11 @@ fn floor_attach(
         })?;
         l.peer_index.context("peer")
     })??;
-    h.set_up_ipv4_only(host_index, Some(true))?;
+    h.set_up_static(host_index, Some(true))?;
     // The anti-spoofing guard and the port, as ferrynet adds them: one transaction.
     let guard = floor_guard(i, mac, ip.addr());
     let ports: Vec<PortMapping> = port.into_iter().collect();
-    Firewall::open()?.add_endpoint(Some(&guard), ip.addr(), &ports)?;
+    Firewall::open()?.add_endpoint(Some(&guard), v4_only(ip.addr()), &ports)?;
     Ok((t.elapsed(), mac))
 }
 
@@ -532,7 +539,15 @@ fn floor_guard(i: usize, mac: Mac, ip: std::net::Ipv4Addr) -> crate::firewall::P
     crate::firewall::PortGuard {
         veth: floor_veth(i),
         mac,
-        ip,
+        ip: Some(ip),
+        ip6: Vec::new(),
+    }
+}
+
+fn v4_only(ip: std::net::Ipv4Addr) -> crate::firewall::EndpointAddrs {
+    crate::firewall::EndpointAddrs {
+        v4: Some(ip),
+        v6: None,
     }
 }
 
@@ -544,7 +559,11 @@ fn floor_detach(
     let t = Instant::now();
     let mut fw = Firewall::open()?;
     let ports: Vec<PortMapping> = port.into_iter().collect();
-    fw.remove_endpoint(Some(guard), guard.ip, &ports)?;
+    let addrs = crate::firewall::EndpointAddrs {
+        v4: guard.ip,
+        v6: None,
+    };
+    fw.remove_endpoint(Some(guard), addrs, &ports)?;
     Handle::new()?.delete_link_by_name(&floor_veth(i))?;
     // Closed after the veth delete, as ferrynet does, so that both RCU waits overlap.
     drop(fw);
@@ -565,7 +584,7 @@ fn firewall_rows(runs: usize) -> Result<Vec<Row>> {
         run_dir: None,
     };
     let host = Netns::open(&path)?;
-    let net = NetworkConfig::new("fw", "10.91.0.0/16".parse()?, None, None, 1500)?;
+    let net = NetworkConfig::new("fw", &["10.91.0.0/16".parse()?], None, &[], 1500)?;
     host.run(|| -> Result<()> {
         Driver::new(StateDir::new(std::env::temp_dir().join("unused")))
             .ensure_network(&mut Handle::new()?, &net)?;
@@ -596,10 +615,10 @@ fn firewall_rows(runs: usize) -> Result<Vec<Row>> {
         let (a, d) = host.run(|| -> Result<(Duration, Duration)> {
             let mut fw = Firewall::open()?;
             let t = Instant::now();
-            fw.add_ports(ip, &[p])?;
+            fw.add_ports(v4_only(ip), &[p])?;
             let a = t.elapsed();
             let t = Instant::now();
-            fw.remove_ports(ip, &[p])?;
+            fw.remove_ports(v4_only(ip), &[p])?;
             Ok((a, t.elapsed()))
         })??;
         nl_add.push(a);
@@ -690,4 +709,9 @@ fn cluster_table(quick: bool) -> Result<()> {
         loaded as f64 / 1024.0
     );
     Ok(())
+}
+
+/// The bench network's IPv4 gateway (the floor's addresses are counted from it).
+fn bench_gateway(net: &NetworkConfig) -> std::net::Ipv4Addr {
+    net.v4.expect("the bench network is IPv4").gateway
 }
