@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
+use tracing::{info, warn};
 
 use crate::backend::{Dataplane, Local, Peer};
 use crate::bgp::{BgpConfig, Site, Speaker};
@@ -15,6 +16,7 @@ use crate::cluster::{self, BackendKind, ClusterConfig, Lease, LeaseAttrs, Store,
 use crate::firewall::{Firewall, FirewallError};
 use crate::metrics::Metrics;
 use crate::netlink::{Handle, Mac, NetlinkError};
+use crate::network::NetworkError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -57,14 +59,6 @@ pub struct AgentConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// Speak BGP through BIRD (backend bgp, or auto preferring BGP routes where they exist).
     pub bgp: Option<BgpConfig>,
-}
-
-fn log(msg: &str) {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    eprintln!("{t:.3} ferrynet agent: {msg}");
 }
 
 /// The interface and address that reach the other hosts: `--public-ip`, `--iface`, or the
@@ -130,20 +124,60 @@ fn write_subnet_file(cfg: &AgentConfig, lease: &Lease, mtu: u32) -> Result<(), A
     crate::util::write_atomic(&cfg.subnet_file, text.as_bytes()).map_err(io)
 }
 
-/// The agent's loop; returns when `stop` is set (SIGTERM), or on an error at start.
-pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
-    let mut store = cluster::open(&cfg.store, &cfg.prefix, cfg.etcd_tls.as_ref())?;
+/// The checks of the agent's settings against themselves and the host, with no change made:
+/// returns the uplink (ifindex, address, MTU).
+fn preflight(cfg: &AgentConfig, h: &mut Handle) -> Result<(u32, Ipv4Addr, u32), AgentError> {
+    let invalid = |e: NetworkError| AgentError::Uplink(e.to_string());
+    let range = cfg.cluster.network;
+    crate::network::validate_subnet::<Ipv4Addr>(range).map_err(|e| match e {
+        NetworkError::Invalid { value, why, .. } => {
+            AgentError::Uplink(format!("invalid --cluster-cidr {value:?}: {why}"))
+        }
+        e => invalid(e),
+    })?;
     cfg.cluster
         .validate()
         .map_err(|e| AgentError::Uplink(format!("invalid cluster configuration: {e}")))?;
+    crate::network::validate_id("--node-name", &cfg.node_name).map_err(invalid)?;
+    if cfg.vni > MAX_VNI {
+        return Err(AgentError::Uplink(format!(
+            "invalid --vni {}: a VXLAN network identifier has 24 bits (at most {MAX_VNI})",
+            cfg.vni
+        )));
+    }
+    if cfg.port == 0 {
+        return Err(AgentError::Uplink(
+            "invalid --vxlan-port 0: must be between 1 and 65535".into(),
+        ));
+    }
+    let uplink = find_uplink(h, cfg)?;
+    // The cluster range must not sit on the host's own networks (the underlay above all);
+    // ferrynet's own bridges and VXLAN device may carry parts of it.
+    let ours = |l: &crate::netlink::Link| {
+        crate::hostnet::is_ferrynet_bridge(l) || crate::hostnet::is_ferrynet_vxlan(l)
+    };
+    if let Some(e) = crate::hostnet::subnet_conflict::<Ipv4Addr>(h, "--cluster-cidr", range, ours)?
+    {
+        return Err(invalid(e));
+    }
+    Ok(uplink)
+}
+
+/// The largest VXLAN network identifier (24 bits).
+const MAX_VNI: u32 = (1 << 24) - 1;
+
+/// The agent's loop; returns when `stop` is set (SIGTERM), or on an error at start.
+pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
+    // Everything that can be refused is, before the store or the kernel is touched.
+    let mut h = Handle::new()?;
+    let (uplink_index, public_ip, uplink_mtu) = preflight(cfg, &mut h)?;
+    let mut store = cluster::open(&cfg.store, &cfg.prefix, cfg.etcd_tls.as_ref())?;
     let cluster = store.init_config(&cfg.cluster)?;
     if cluster.backend == BackendKind::Bgp && cfg.bgp.is_none() {
         return Err(AgentError::Uplink(
             "the cluster's backend is bgp: this agent needs its BGP settings".into(),
         ));
     }
-    let mut h = Handle::new()?;
-    let (uplink_index, public_ip, uplink_mtu) = find_uplink(&mut h, cfg)?;
     let vtep_mac = Mac::from_seed(&format!("ferrynet-vtep/{}", cfg.node_name));
     let attrs = LeaseAttrs {
         node: cfg.node_name.clone(),
@@ -154,10 +188,10 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     };
     let preferred = read_subnet_file(&cfg.subnet_file);
     let mut lease = store.acquire(&cluster, &attrs, preferred, cfg.lease_ttl)?;
-    log(&format!(
+    info!(
         "node {} ({public_ip}) leased {} of {} [{:?}]",
         cfg.node_name, lease.subnet, cluster.network, cluster.backend
-    ));
+    );
 
     let mut dataplane = Dataplane::new(
         cluster.backend,
@@ -208,7 +242,7 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                 path: format!("metrics listener {addr}").into(),
                 source,
             })?;
-        log(&format!("metrics on http://{bound}/metrics"));
+        info!("metrics on http://{bound}/metrics");
     }
 
     // auto hands a peer to BGP once BIRD has a route for it: look often, BIRD's routes come
@@ -234,7 +268,7 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             Ok(s) => {
                 metrics.store_up.store(1, Ordering::Relaxed);
                 if !store_ok {
-                    log("store reachable again");
+                    info!("store reachable again");
                     store_ok = true;
                     backoff = Duration::from_millis(200);
                 }
@@ -242,9 +276,7 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             }
             Err(e) => {
                 if store_ok {
-                    log(&format!(
-                        "{e}; keeping the data plane as it is and retrying"
-                    ));
+                    warn!("{e}; keeping the data plane as it is and retrying");
                     store_ok = false;
                 }
                 sleep_unless(stop, backoff);
@@ -257,24 +289,24 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                 Ok(l) => {
                     metrics.lease_renewals.fetch_add(1, Ordering::Relaxed);
                     if l.subnet != lease.subnet {
-                        log(&format!(
+                        warn!(
                             "lease on {} lost; now holding {}: republishing",
                             lease.subnet, l.subnet
-                        ));
+                        );
                         if let Err(e) = move_to(cfg, &mut h, &mut dataplane, &l, &metrics) {
-                            log(&format!("moving to {}: {e}; retrying", l.subnet));
+                            warn!("moving to {}: {e}; retrying", l.subnet);
                         }
                         revision = u64::MAX;
                     }
                     lease = l;
                     renew_at = Instant::now() + renew_every;
                 }
-                Err(e) => log(&format!("renewing the lease: {e}; retrying")),
+                Err(e) => warn!("renewing the lease: {e}; retrying"),
             }
         }
         if dataplane.speaker().is_some_and(|s| !s.alive()) {
             if revision != u64::MAX {
-                log("BIRD is not running; starting it again");
+                warn!("BIRD is not running; starting it again");
             }
             revision = u64::MAX;
         }
@@ -292,7 +324,7 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         match reconciled {
             Ok(report) => {
                 if last_error.take().is_some() {
-                    log("reconciled again");
+                    info!("reconciled again");
                 }
                 metrics.reconciles.fetch_add(1, Ordering::Relaxed);
                 metrics
@@ -313,18 +345,18 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                 revision = snapshot.revision;
                 resync_at = Instant::now() + resync_every;
                 if report.changes > 0 {
-                    log(&format!(
+                    info!(
                         "{} peers ({} via vxlan, {} direct, {} via bgp): {} changes",
                         peers.len(),
                         report.vxlan_peers,
                         report.direct_peers,
                         report.bgp_peers,
                         report.changes
-                    ));
+                    );
                 }
                 if report.refused != last_refused {
                     for r in &report.refused {
-                        log(&format!("refused peer {r}"));
+                        warn!("refused peer {r}");
                     }
                     last_refused = report.refused;
                 }
@@ -332,7 +364,7 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             Err(e) => {
                 metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
                 if last_error.as_deref() != Some(e.as_str()) {
-                    log(&format!("reconcile failed: {e}; retrying"));
+                    warn!("reconcile failed: {e}; retrying");
                     last_error = Some(e);
                 }
                 revision = u64::MAX;
@@ -343,18 +375,18 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     }
     if cfg.release_on_exit {
         match store.release(&lease) {
-            Ok(()) => log(&format!("released {}", lease.subnet)),
-            Err(e) => log(&format!("releasing {}: {e}", lease.subnet)),
+            Ok(()) => info!("released {}", lease.subnet),
+            Err(e) => warn!("releasing {}: {e}", lease.subnet),
         }
         // Leaving for good: BIRD closes its sessions, so peers drop this host's routes now.
         if let Some(s) = dataplane.speaker() {
             match s.shutdown() {
-                Ok(()) => log("BIRD stopped"),
-                Err(e) => log(&format!("stopping BIRD: {e}")),
+                Ok(()) => info!("BIRD stopped"),
+                Err(e) => warn!("stopping BIRD: {e}"),
             }
         }
     }
-    log("stopped; the data plane is left as it is");
+    info!("stopped; the data plane is left as it is");
     Ok(())
 }
 
@@ -399,10 +431,7 @@ fn peers_of(cluster: &ClusterConfig, own: &Lease, leases: &[Lease]) -> Vec<Peer>
         .filter(|l| match cluster::routable(cluster, Some(own), l) {
             Ok(()) => true,
             Err(why) => {
-                log(&format!(
-                    "ignoring lease {} of {}: {why}",
-                    l.subnet, l.attrs.node
-                ));
+                warn!("ignoring lease {} of {}: {why}", l.subnet, l.attrs.node);
                 false
             }
         })

@@ -114,7 +114,7 @@ fn full_mesh(backend: &str) {
     );
     assert_eq!(
         server.peers(),
-        vec![*client_ip],
+        vec![std::net::IpAddr::from(*client_ip)],
         "the server sees the client's own address"
     );
     // The world, behind host 0, sees host 0's address.
@@ -124,7 +124,7 @@ fn full_mesh(backend: &str) {
         fetch(client, world.ip, 80),
         Some("hello from world\n".into())
     );
-    assert_eq!(ws.peers(), vec![world.host_ip]);
+    assert_eq!(ws.peers(), vec![std::net::IpAddr::from(world.host_ip)]);
 }
 
 #[test]
@@ -467,4 +467,48 @@ fn an_agent_crashing_while_it_reconciles_does_not_disturb_traffic() {
     let (sent, received) = ping.stop();
     assert!(sent > 50, "{sent}");
     assert!(sent - received <= 1, "lost {} of {sent}", sent - received);
+}
+
+#[test]
+fn an_agent_with_bad_settings_stops_before_touching_the_store_or_the_host() {
+    let fabric = Fabric::new();
+    let host = Host::new();
+    fabric.plug(&host, "10.200.0.11", "p1");
+    host.ns
+        .exec(&["ip", "route", "add", "default", "via", "10.200.0.1"]);
+    let store = host.state.join("cluster.json");
+    let store_arg = format!("file:{}", store.display());
+    let base = ["agent", "--store", &store_arg, "--backend", "vxlan"];
+    for (extra, expect) in [
+        (
+            &["--cluster-cidr", "10.200.0.0/16"][..],
+            "invalid --cluster-cidr \"10.200.0.0/16\": overlaps the host's route 10.200.0.0/24 dev eth0",
+        ),
+        (&["--cluster-cidr", "0.0.0.0/0"][..], "is the whole address space"),
+        (&["--cluster-cidr", "127.0.0.0/8"][..], "loopback"),
+        (
+            &["--cluster-cidr", "10.244.0.0/16", "--subnet-len", "12"][..],
+            "subnet length /12 must be longer",
+        ),
+        (&["--cluster-cidr", "10.244.0.0/16", "--vni", "16777216"][..], "invalid --vni"),
+        (&["--cluster-cidr", "10.244.0.0/16", "--vxlan-port", "0"][..], "invalid --vxlan-port"),
+        (
+            &["--cluster-cidr", "10.244.0.0/16", "--public-ip", "10.9.9.9"][..],
+            "no interface has --public-ip 10.9.9.9",
+        ),
+        (
+            &["--cluster-cidr", "10.244.0.0/16", "--node-name", "../h1"][..],
+            "invalid --node-name",
+        ),
+    ] {
+        let before = host.snapshot();
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let out = host.try_ferrynet(&args);
+        assert!(!out.status.success(), "{extra:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{extra:?}: expected {expect:?} in {err}");
+        assert!(!store.exists(), "{extra:?} wrote the store");
+        assert_eq!(host.snapshot(), before, "{extra:?} changed the host");
+    }
 }
