@@ -2,7 +2,7 @@
 //! in line with every other host's lease. It survives store outages by keeping the data plane
 //! as it is and retrying; it never flushes anything on start or stop.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -47,6 +47,9 @@ pub struct AgentConfig {
     pub cluster: ClusterConfig,
     pub iface: Option<String>,
     pub public_ip: Option<Ipv4Addr>,
+    /// This host's IPv6 underlay address (dual-stack clusters) [default: the uplink's first
+    /// global IPv6 address, if it has one].
+    pub public_ip6: Option<Ipv6Addr>,
     pub node_name: String,
     pub lease_ttl: Duration,
     pub subnet_file: PathBuf,
@@ -101,6 +104,30 @@ fn find_uplink(h: &mut Handle, cfg: &AgentConfig) -> Result<(u32, Ipv4Addr, u32)
     Ok((index, ip, mtu))
 }
 
+/// This host's IPv6 underlay address: `--public-ip` of IPv6 (which must be one of the host's
+/// addresses), else the uplink's first global IPv6 address; `None` without one (VXLAN still
+/// carries IPv6; host-gw and BGP cannot route IPv6 to this host).
+fn find_uplink6(
+    h: &mut Handle,
+    cfg: &AgentConfig,
+    uplink_index: u32,
+) -> Result<Option<Ipv6Addr>, AgentError> {
+    let addrs = h.addrs6(None)?;
+    if let Some(ip) = cfg.public_ip6 {
+        return match addrs.iter().any(|a| a.net.addr() == ip) {
+            true => Ok(Some(ip)),
+            false => Err(AgentError::Uplink(format!(
+                "no interface has --public-ip {ip}"
+            ))),
+        };
+    }
+    Ok(addrs
+        .iter()
+        .filter(|a| a.index == uplink_index)
+        .map(|a| a.net.addr())
+        .find(|ip| ip.segments()[0] & 0xffc0 != 0xfe80))
+}
+
 fn read_subnet_file(path: &std::path::Path) -> Option<Ipv4Net> {
     std::fs::read_to_string(path)
         .ok()?
@@ -110,10 +137,16 @@ fn read_subnet_file(path: &std::path::Path) -> Option<Ipv4Net> {
 }
 
 fn write_subnet_file(cfg: &AgentConfig, lease: &Lease, mtu: u32) -> Result<(), AgentError> {
-    let text = format!(
-        "FERRYNET_NETWORK={}\nFERRYNET_SUBNET={}\nFERRYNET_MTU={mtu}\nFERRYNET_IPMASQ=true\n",
+    let mut text = format!(
+        "FERRYNET_NETWORK={}\nFERRYNET_SUBNET={}\n",
         cfg.cluster.network, lease.subnet
     );
+    if let (Some(net6), Some(subnet6)) = (cfg.cluster.network6, lease.subnet6) {
+        text.push_str(&format!(
+            "FERRYNET_NETWORK6={net6}\nFERRYNET_SUBNET6={subnet6}\n"
+        ));
+    }
+    text.push_str(&format!("FERRYNET_MTU={mtu}\nFERRYNET_IPMASQ=true\n"));
     let io = |source| AgentError::Io {
         path: cfg.subnet_file.clone(),
         source,
@@ -128,13 +161,22 @@ fn write_subnet_file(cfg: &AgentConfig, lease: &Lease, mtu: u32) -> Result<(), A
 /// returns the uplink (ifindex, address, MTU).
 fn preflight(cfg: &AgentConfig, h: &mut Handle) -> Result<(u32, Ipv4Addr, u32), AgentError> {
     let invalid = |e: NetworkError| AgentError::Uplink(e.to_string());
-    let range = cfg.cluster.network;
-    crate::network::validate_subnet::<Ipv4Addr>(range).map_err(|e| match e {
+    let range_error = |e: NetworkError| match e {
         NetworkError::Invalid { value, why, .. } => {
             AgentError::Uplink(format!("invalid --cluster-cidr {value:?}: {why}"))
         }
         e => invalid(e),
-    })?;
+    };
+    let range = cfg.cluster.network;
+    crate::network::validate_subnet::<Ipv4Addr>(range).map_err(range_error)?;
+    if let Some(range6) = cfg.cluster.network6 {
+        // The IPv6 cluster range is wider than one host's network: only its kind is checked.
+        if let Err(e) = crate::network::validate_subnet::<Ipv6Addr>(range6) {
+            if !e.to_string().contains("wider than") {
+                return Err(range_error(e));
+            }
+        }
+    }
     cfg.cluster
         .validate()
         .map_err(|e| AgentError::Uplink(format!("invalid cluster configuration: {e}")))?;
@@ -156,9 +198,16 @@ fn preflight(cfg: &AgentConfig, h: &mut Handle) -> Result<(u32, Ipv4Addr, u32), 
     let ours = |l: &crate::netlink::Link| {
         crate::hostnet::is_ferrynet_bridge(l) || crate::hostnet::is_ferrynet_vxlan(l)
     };
-    if let Some(e) = crate::hostnet::subnet_conflict::<Ipv4Addr>(h, "--cluster-cidr", range, ours)?
+    if let Some(e) = crate::hostnet::subnet_conflict::<Ipv4Addr>(h, "--cluster-cidr", range, &ours)?
     {
         return Err(invalid(e));
+    }
+    if let Some(range6) = cfg.cluster.network6 {
+        if let Some(e) =
+            crate::hostnet::subnet_conflict::<Ipv6Addr>(h, "--cluster-cidr", range6, &ours)?
+        {
+            return Err(invalid(e));
+        }
     }
     Ok(uplink)
 }
@@ -178,10 +227,15 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             "the cluster's backend is bgp: this agent needs its BGP settings".into(),
         ));
     }
+    let public_ip6 = match cluster.network6 {
+        Some(_) => find_uplink6(&mut h, cfg, uplink_index)?,
+        None => None,
+    };
     let vtep_mac = Mac::from_seed(&format!("ferrynet-vtep/{}", cfg.node_name));
     let attrs = LeaseAttrs {
         node: cfg.node_name.clone(),
         public_ip,
+        public_ip6,
         backend: cluster.backend,
         vtep_mac: Some(vtep_mac),
         bgp_as: cfg.bgp.as_ref().map(|b| b.local_as),
@@ -190,7 +244,10 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     let mut lease = store.acquire(&cluster, &attrs, preferred, cfg.lease_ttl)?;
     info!(
         "node {} ({public_ip}) leased {} of {} [{:?}]",
-        cfg.node_name, lease.subnet, cluster.network, cluster.backend
+        cfg.node_name,
+        leased(&lease),
+        cluster.network,
+        cluster.backend
     );
 
     let mut dataplane = Dataplane::new(
@@ -198,6 +255,8 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         Local {
             subnet: lease.subnet,
             public_ip,
+            subnet6: lease.subnet6,
+            public_ip6,
             uplink_index,
             uplink_mtu,
             vtep_mac,
@@ -216,6 +275,9 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             uplink,
             subnet: lease.subnet,
             cluster: cluster.network,
+            address6: public_ip6,
+            subnet6: lease.subnet6,
+            cluster6: cluster.network6,
         };
         dataplane = dataplane.with_speaker(Speaker::new(bgp.clone(), site));
     }
@@ -228,13 +290,24 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             }
         })?;
     }
-    Firewall::open()?.ensure_cluster_range(cluster.network)?;
+    if cluster.network6.is_some() && !h.ipv6_forwarding()? {
+        crate::netns::enable_ipv6_forwarding().map_err(|source| AgentError::Io {
+            path: "/proc/sys/net/ipv6/conf/all/forwarding".into(),
+            source,
+        })?;
+    }
+    let mut fw = Firewall::open()?;
+    fw.ensure_cluster_range(cluster.network)?;
+    if let Some(range6) = cluster.network6 {
+        fw.ensure_cluster_range6(range6)?;
+    }
+    drop(fw);
     write_subnet_file(cfg, &lease, dataplane.mtu())?;
 
     let metrics = std::sync::Arc::new(Metrics::default());
     metrics.store_up.store(1, Ordering::Relaxed);
     if let Ok(mut s) = metrics.subnet.lock() {
-        *s = lease.subnet.to_string();
+        *s = leased(&lease);
     }
     if let Some(addr) = cfg.metrics {
         let bound =
@@ -401,11 +474,11 @@ fn move_to(
     lease: &Lease,
     metrics: &Metrics,
 ) -> Result<(), AgentError> {
-    dataplane.set_subnet(lease.subnet);
+    dataplane.set_subnet(lease.subnet, lease.subnet6);
     dataplane.setup(h)?;
     write_subnet_file(cfg, lease, dataplane.mtu())?;
     if let Ok(mut s) = metrics.subnet.lock() {
-        *s = lease.subnet.to_string();
+        *s = leased(lease);
     }
     Ok(())
 }
@@ -439,10 +512,21 @@ fn peers_of(cluster: &ClusterConfig, own: &Lease, leases: &[Lease]) -> Vec<Peer>
             node: l.attrs.node.clone(),
             subnet: l.subnet,
             public_ip: l.attrs.public_ip,
+            // The IPv6 subnet only where this cluster has IPv6 (routable checked it).
+            subnet6: cluster.network6.and(l.subnet6),
+            public_ip6: l.attrs.public_ip6,
             vtep_mac: l.attrs.vtep_mac,
             bgp_as: l.attrs.bgp_as,
         })
         .collect()
+}
+
+/// A lease's subnets as the logs and metrics show them: `10.244.1.0/24,fd00:244:0:1::/64`.
+fn leased(lease: &Lease) -> String {
+    match lease.subnet6 {
+        Some(s6) => format!("{},{s6}", lease.subnet),
+        None => lease.subnet.to_string(),
+    }
 }
 
 fn sleep_unless(stop: &AtomicBool, d: Duration) {

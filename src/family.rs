@@ -30,6 +30,8 @@ pub trait Family:
 {
     type Net: Copy
         + Eq
+        + Ord
+        + Hash
         + Debug
         + Display
         + FromStr

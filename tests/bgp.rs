@@ -52,9 +52,10 @@ impl Drop for RouterBird {
     }
 }
 
-/// Kernel routes for `subnet` in `ns`, as `ip -j route` objects.
+/// Kernel routes for `subnet` (either family) in `ns`, as `ip -j route` objects.
 fn routes_to(ns: &Ns, subnet: &str) -> Vec<serde_json::Value> {
-    let out = ns.exec(&["ip", "-j", "route", "show", subnet]);
+    let family = if subnet.contains(':') { "-6" } else { "-4" };
+    let out = ns.exec(&["ip", "-j", family, "route", "show", subnet]);
     serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap_or_default()
 }
 
@@ -415,4 +416,234 @@ fn auto_prefers_bgp_and_falls_back_to_vxlan() {
     assert_eq!(far[0]["dev"], "ferry.1", "VXLAN to the host without BGP");
     let pods = pods_on(&hosts);
     all_ping(&pods);
+}
+
+/// The host's leased IPv6 subnet, from the subnet file the agent writes (None: no IPv6).
+fn leased_subnet6(host: &Host) -> Option<String> {
+    std::fs::read_to_string(subnet_file(host))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("FERRYNET_SUBNET6=").map(str::to_string))
+}
+
+/// A container on `host` through the CNI plugin (`"subnet": "auto"`): its IPv4 and IPv6
+/// addresses.
+fn dual_pod(host: &Host) -> (Ns, String, String) {
+    let ns = Ns::new("c");
+    let result = cni_add(host, &ns, &pod_conf(host));
+    let addrs: Vec<String> = result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ip| {
+            ip["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let v4 = addrs.iter().find(|a| !a.contains(':')).cloned();
+    let v6 = addrs.iter().find(|a| a.contains(':')).cloned();
+    let (Some(v4), Some(v6)) = (v4, v6) else {
+        panic!("a dual-stack pod has both families: {result}");
+    };
+    (ns, v4, v6)
+}
+
+/// A dual-stack cluster on one fabric whose hosts have IPv4 and IPv6 underlay addresses: the
+/// full mesh's IPv4 sessions carry both families (one session per peer), every host learns
+/// the others' IPv6 subnets with their IPv6 underlay addresses as next hops (`proto bird`),
+/// and pods reach each other over IPv6 (also a 1,400-byte probe that must not be
+/// fragmented: no encapsulation) as over IPv4.
+#[test]
+fn dual_stack_mesh_carries_ipv6_over_the_same_sessions() {
+    let fabric = Fabric::new();
+    let store = StoreFile(store_of(&fabric));
+    let hosts: Vec<Host> = (0..3).map(|_| Host::new()).collect();
+    let v4 = |i: usize| format!("10.200.0.{}", 11 + i);
+    let v6 = |i: usize| format!("fd00:200::{}", 11 + i);
+    let _agents: Vec<Agent> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            fabric.plug(h, &v4(i), &format!("p{i}"));
+            h.ns.exec(&[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", v6(i)),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            Agent::start(
+                h,
+                &store.0,
+                "bgp",
+                &format!("node{i}"),
+                &[
+                    "--cluster-cidr",
+                    "fd00:244::/56",
+                    "--public-ip",
+                    &v4(i),
+                    "--public-ip",
+                    &v6(i),
+                ],
+            )
+        })
+        .collect();
+    let subnets: Vec<String> = hosts.iter().map(leased_subnet).collect();
+    let subnets6: Vec<String> = hosts
+        .iter()
+        .map(|h| leased_subnet6(h).expect("an IPv6 subnet in the subnet file"))
+        .collect();
+    for s in &subnets6 {
+        let net: ipnet::Ipv6Net = s.parse().unwrap();
+        let cluster: ipnet::Ipv6Net = "fd00:244::/56".parse().unwrap();
+        assert!(cluster.contains(&net) && net.prefix_len() == 64, "{s}");
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        for j in (0..hosts.len()).filter(|&j| j != i) {
+            assert!(
+                learns(&h.ns, &subnets[j], &v4(j), 30),
+                "host {i} learns {} via {}",
+                subnets[j],
+                v4(j)
+            );
+            assert!(
+                learns(&h.ns, &subnets6[j], &v6(j), 30),
+                "host {i} learns {} via {}",
+                subnets6[j],
+                v6(j)
+            );
+        }
+        // `ip -6 route show proto bird`: exactly the others' IPv6 subnets, via their IPv6
+        // underlay addresses, on the uplink.
+        let bird6: Vec<serde_json::Value> = serde_json::from_str(
+            &h.ns
+                .exec(&["ip", "-j", "-6", "route", "show", "proto", "bird"]),
+        )
+        .unwrap();
+        let mut got: Vec<(String, String, String)> = bird6
+            .iter()
+            .map(|r| {
+                (
+                    r["dst"].as_str().unwrap_or("").to_string(),
+                    r["gateway"].as_str().unwrap_or("").to_string(),
+                    r["dev"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        let mut want: Vec<(String, String, String)> = (0..hosts.len())
+            .filter(|&j| j != i)
+            .map(|j| (subnets6[j].clone(), v6(j), "eth0".to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "host {i}: ip -6 route show proto bird");
+    }
+    assert!(hosts.iter().all(no_vxlan), "no encapsulation");
+
+    // One session per peer (over IPv4), each with both families up.
+    let status = bgp_status(&hosts[0]);
+    let sessions = status["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{status}");
+    for s in sessions {
+        assert_eq!(s["bgp_state"], "Established", "{s}");
+        assert!(!s["neighbor"].as_str().unwrap().contains(':'), "{s}");
+        let families: Vec<(&str, &str)> = s["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["family"].as_str().unwrap(), c["state"].as_str().unwrap()))
+            .collect();
+        assert_eq!(families, [("ipv4", "UP"), ("ipv6", "UP")], "{s}");
+        assert_eq!(s["channels"][1]["next_hop"], v6(0), "{s}");
+        assert_eq!(s["channels"][1]["exported"], 1, "{s}");
+    }
+    assert_eq!(
+        status["announced"],
+        serde_json::json!([subnets[0], subnets6[0]])
+    );
+    let learned: Vec<(&str, &str)> = status["learned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["prefix"].as_str().unwrap(), r["via"].as_str().unwrap()))
+        .collect();
+    for j in 1..hosts.len() {
+        let (via4, via6) = (v4(j), v6(j));
+        assert!(
+            learned.contains(&(subnets6[j].as_str(), via6.as_str())),
+            "{learned:?}"
+        );
+        assert!(
+            learned.contains(&(subnets[j].as_str(), via4.as_str())),
+            "{learned:?}"
+        );
+    }
+    let table = hosts[0].ferrynet(&["bgp", "status"]);
+    assert!(
+        table.contains("ipv4 1/1, ipv6 1/1") && table.contains(&subnets6[0]),
+        "{table}"
+    );
+
+    let since = |h: &Host| -> Vec<String> {
+        bgp_status(h)["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| format!("{} {}", s["name"], s["since"]))
+            .collect()
+    };
+    let sessions_before: Vec<Vec<String>> = hosts.iter().map(since).collect();
+
+    // Pods: every one reaches every other over both families, and a 1,400-byte IPv6 packet
+    // goes through whole (1352 bytes of ICMPv6 payload + 8 + 40; no fragmentation allowed).
+    let pods: Vec<(Ns, String, String)> = hosts.iter().map(dual_pod).collect();
+    let mtu = pods[0].0.exec(&["cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(mtu.trim(), "1500", "no encapsulation overhead");
+    for (i, (from, _, _)) in pods.iter().enumerate() {
+        for (j, (_, to4, to6)) in pods.iter().enumerate() {
+            assert!(
+                eventually(30, || from.ping(to6)),
+                "pod {i} cannot reach pod {j} at {to6}"
+            );
+            assert!(
+                eventually(30, || from.ping(to4)),
+                "pod {i} cannot reach pod {j} at {to4}"
+            );
+            if i != j {
+                let probe = sh(&mut from.cmd(&[
+                    "ping", "-6", "-M", "do", "-s", "1352", "-c", "2", "-i", "0.2", "-W", "1",
+                    "-q", to6,
+                ]));
+                assert!(
+                    probe.status.success(),
+                    "pod {i} -> {to6}, 1,400 bytes unfragmented: {}{}",
+                    String::from_utf8_lossy(&probe.stdout),
+                    String::from_utf8_lossy(&probe.stderr)
+                );
+            }
+        }
+    }
+    // Pod to pod across hosts keeps its IPv6 source address (the IPv6 cluster range is not
+    // masqueraded), as IPv4 does.
+    let to: std::net::Ipv6Addr = pods[1].2.parse().unwrap();
+    let from: std::net::Ipv6Addr = pods[0].2.parse().unwrap();
+    let srv = server(&pods[1].0, to, 8080, "pod1");
+    assert_eq!(
+        fetch(&pods[0].0, to, 8080).as_deref(),
+        Some("hello from pod1\n")
+    );
+    assert_eq!(srv.peers(), vec![std::net::IpAddr::V6(from)]);
+
+    // BIRD was not reconfigured into new sessions meanwhile (IPv6 is in the first
+    // configuration, and an unchanged lease set leaves it alone).
+    let sessions_after: Vec<Vec<String>> = hosts.iter().map(since).collect();
+    assert_eq!(sessions_before, sessions_after, "sessions restarted");
 }

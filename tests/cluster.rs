@@ -512,3 +512,137 @@ fn an_agent_with_bad_settings_stops_before_touching_the_store_or_the_host() {
         assert_eq!(host.snapshot(), before, "{extra:?} changed the host");
     }
 }
+
+/// Hosts with an IPv4 and an IPv6 underlay address, agents leasing both families.
+fn dual_cluster(n: usize, backend: &str) -> Cluster {
+    let fabric = Fabric::new();
+    let store = std::env::temp_dir().join(format!("ferrynet-cluster-{}.json", fabric.ns.name));
+    let hosts: Vec<Host> = (0..n).map(|_| Host::new()).collect();
+    let mut agents = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        fabric.plug(h, &format!("10.200.0.{}", 11 + i), &format!("p{i}"));
+        let ip6 = format!("fd00:200::{}", 11 + i);
+        h.ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{ip6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        let extra = ["--cluster-cidr", "fd00:244::/56", "--public-ip", &ip6];
+        agents.push(Agent::start(
+            h,
+            &store,
+            backend,
+            &format!("node{i}"),
+            &extra,
+        ));
+    }
+    Cluster {
+        hosts,
+        agents,
+        _fabric: fabric,
+        store,
+    }
+}
+
+fn ip6_of(result: &serde_json::Value) -> std::net::Ipv6Addr {
+    result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no IPv6 address in {result}"))
+}
+
+/// Pods on every host reach each other over IPv6 with their own source address, with
+/// full-size packets (a 1,400-byte don't-fragment probe) and a bulk transfer.
+fn dual_stack_mesh(backend: &str, route: impl Fn(usize) -> String) {
+    let c = dual_cluster(2, backend);
+    for h in &c.hosts {
+        let env = std::fs::read_to_string(subnet_file(h)).unwrap();
+        assert!(env.contains("FERRYNET_SUBNET6=fd00:244:"), "{env}");
+    }
+    let pods: Vec<(Ns, std::net::Ipv6Addr)> = c
+        .hosts
+        .iter()
+        .map(|h| {
+            let ns = Ns::new("c");
+            let r = cni_add(h, &ns, &pod_conf(h));
+            (ns, ip6_of(&r))
+        })
+        .collect();
+    let (a, a6) = &pods[0];
+    let (b, b6) = &pods[1];
+    assert!(
+        eventually(30, || a.ping(&b6.to_string())),
+        "{backend}: pod on host 0 cannot reach {b6}"
+    );
+    assert!(b.ping(&a6.to_string()), "{backend}: and back");
+    let mut big = a.cmd(&[
+        "ping",
+        "-6",
+        "-c1",
+        "-W2",
+        "-M",
+        "do",
+        "-s",
+        "1352",
+        &b6.to_string(),
+    ]);
+    assert!(
+        sh(&mut big).status.success(),
+        "{backend}: a 1,400-byte IPv6 packet does not fit the path"
+    );
+    // The peer sees the pod's own address: IPv6 inside the cluster is not masqueraded.
+    let srv = server(b, *b6, 7000, "b");
+    assert_eq!(fetch(a, *b6, 7000), Some("hello from b\n".into()));
+    assert_eq!(srv.peers(), vec![std::net::IpAddr::V6(*a6)]);
+    drop(srv);
+    let iperf = b
+        .cmd(&["iperf3", "-s", "-1", "-B", &b6.to_string()])
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(iperf);
+    assert!(eventually(5, || sh(&mut a.cmd(&[
+        "iperf3",
+        "-6",
+        "-c",
+        &b6.to_string(),
+        "-n",
+        "4M"
+    ]))
+    .status
+    .success()));
+    let routes = c.hosts[0]
+        .ns
+        .exec(&["ip", "-6", "route", "show", "proto", "211"]);
+    assert!(routes.contains(&route(1)), "{backend}: {routes}");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn dual_stack_pods_over_vxlan() {
+    // IPv6 crosses the VXLAN tunnel over the IPv4 underlay.
+    dual_stack_mesh("vxlan", |_| "dev ferry.1".to_string());
+}
+
+#[test]
+fn dual_stack_pods_over_host_gw() {
+    dual_stack_mesh("host-gw", |i| format!("via fd00:200::{} dev eth0", 11 + i));
+}
+
+#[test]
+fn dual_stack_pods_over_auto() {
+    dual_stack_mesh("auto", |i| format!("via fd00:200::{} dev eth0", 11 + i));
+}

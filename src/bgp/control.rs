@@ -77,30 +77,41 @@ impl Control {
     }
 
     fn read_reply(&mut self) -> io::Result<Reply> {
-        let mut lines: Vec<Line> = Vec::new();
-        loop {
-            let mut raw = String::new();
-            if self.reader.read_line(&mut raw)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "BIRD closed its control socket",
-                ));
+        read_reply(&mut self.reader)
+    }
+}
+
+/// One reply: lines up to and including the first coded line without '-'.
+fn read_reply(reader: &mut impl BufRead) -> io::Result<Reply> {
+    let mut lines: Vec<Line> = Vec::new();
+    loop {
+        let mut raw = String::new();
+        if reader.read_line(&mut raw)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "BIRD closed its control socket",
+            ));
+        }
+        let raw = raw.trim_end_matches('\n');
+        match parse_line(raw) {
+            Parsed::Coded { code, last, text } => {
+                lines.push(Line { code, text });
+                if last {
+                    return Ok(Reply { lines });
+                }
             }
-            let raw = raw.trim_end_matches('\n');
-            match parse_line(raw) {
-                Parsed::Coded { code, last, text } => {
-                    lines.push(Line { code, text });
-                    if last {
-                        return Ok(Reply { lines });
-                    }
-                }
-                Parsed::Continuation(text) => {
-                    let code = lines.last().map(|l| l.code).unwrap_or(0);
-                    lines.push(Line { code, text });
-                }
+            Parsed::Continuation(text) => {
+                let code = lines.last().map(|l| l.code).unwrap_or(0);
+                lines.push(Line { code, text });
             }
         }
     }
+}
+
+/// A reply as BIRD wrote it on the socket (captured output in tests).
+#[cfg(test)]
+pub(crate) fn parse_reply(raw: &str) -> Reply {
+    read_reply(&mut raw.as_bytes()).expect("a complete reply")
 }
 
 enum Parsed {

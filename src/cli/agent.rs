@@ -1,12 +1,12 @@
 //! `ferrynet agent`: the host agent in the foreground (as systemd and runtimes expect).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::agent::{self, AgentConfig};
 use crate::cluster::{BackendKind, ClusterConfig};
@@ -29,12 +29,16 @@ pub struct AgentArgs {
     /// This agent's client key (PEM).
     #[arg(long, requires_all = ["etcd_cacert", "etcd_cert"])]
     etcd_key: Option<PathBuf>,
-    /// The cluster-wide container range.
-    #[arg(long)]
-    cluster_cidr: Ipv4Net,
-    /// The size of each host's subnet.
+    /// The cluster-wide container range: an IPv4 CIDR, and for a dual-stack cluster an IPv6
+    /// one too (repeat the flag).
+    #[arg(long, required = true)]
+    cluster_cidr: Vec<IpNet>,
+    /// The size of each host's IPv4 subnet.
     #[arg(long, default_value_t = 24)]
     subnet_len: u8,
+    /// The size of each host's IPv6 subnet (dual-stack clusters).
+    #[arg(long, default_value_t = crate::cluster::DEFAULT_SUBNET_LEN6)]
+    subnet_len6: u8,
     /// vxlan (anywhere, 50 bytes of overhead), host-gw (direct routes on one L2 segment),
     /// or auto (host-gw where the peer is on this segment, VXLAN elsewhere).
     #[arg(long, default_value = "vxlan")]
@@ -42,9 +46,10 @@ pub struct AgentArgs {
     /// The interface that reaches the other hosts (default: the default route's).
     #[arg(long)]
     iface: Option<String>,
-    /// This host's address on the underlay (instead of --iface).
+    /// This host's address on the underlay (instead of --iface); repeat with an IPv6 address
+    /// for host-gw and BGP over an IPv6 underlay [default IPv6: the uplink's first global one].
     #[arg(long)]
-    public_ip: Option<Ipv4Addr>,
+    public_ip: Vec<IpAddr>,
     /// Default: the hostname.
     #[arg(long)]
     node_name: Option<String>,
@@ -115,6 +120,23 @@ impl AgentArgs {
     }
 }
 
+/// At most one value of each family for a repeatable flag.
+fn one_per_family(values: &[IpNet], flag: &str) -> Result<(Option<Ipv4Net>, Option<Ipv6Net>)> {
+    let (mut v4, mut v6) = (None, None);
+    for v in values {
+        let taken = match v {
+            IpNet::V4(n) => v4.replace(*n).is_some(),
+            IpNet::V6(n) => v6.replace(*n).is_some(),
+        };
+        if taken {
+            anyhow::bail!(
+                "{flag} {v}: a second value of the same family (give one IPv4 and one IPv6)"
+            );
+        }
+    }
+    Ok((v4, v6))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = match s.strip_suffix('m') {
         Some(n) => (n, 60),
@@ -152,6 +174,18 @@ pub fn run(a: AgentArgs, state: &crate::network::StateDir) -> Result<()> {
     crate::logging::Logger::new("agent")
         .field("node", node_name.as_str())
         .init_stderr(a.log_format);
+    let (network, network6) = one_per_family(&a.cluster_cidr, "--cluster-cidr")?;
+    let network = network
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--cluster-cidr needs an IPv4 range (IPv6-only clusters are not supported yet)"
+            )
+        })?
+        .trunc();
+    let network6 = network6.map(|n| n.trunc());
+    let ips: Vec<IpNet> = a.public_ip.iter().map(|ip| IpNet::from(*ip)).collect();
+    let (public_ip, public_ip6) = one_per_family(&ips, "--public-ip")?;
+    let (public_ip, public_ip6) = (public_ip.map(|n| n.addr()), public_ip6.map(|n| n.addr()));
     let cfg = AgentConfig {
         bgp,
         store: a
@@ -163,12 +197,13 @@ pub fn run(a: AgentArgs, state: &crate::network::StateDir) -> Result<()> {
             _ => None,
         },
         cluster: ClusterConfig {
-            network: a.cluster_cidr.trunc(),
-            subnet_len: a.subnet_len,
-            backend: a.backend,
+            subnet_len6: a.subnet_len6,
+            network6,
+            ..ClusterConfig::v4(network, a.subnet_len, a.backend)
         },
         iface: a.iface,
-        public_ip: a.public_ip,
+        public_ip,
+        public_ip6,
         node_name,
         lease_ttl: a.lease_ttl.max(Duration::from_secs(3)),
         subnet_file: a

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 
 #[derive(clap::Subcommand)]
 pub enum BgpCmd {
-    /// Sessions, announced and learned prefixes (a table, or --json).
+    /// Sessions (routes in/out per address family), announced and learned prefixes of IPv4
+    /// and, on a dual-stack host, IPv6 (a table, or --json).
     Status {
         #[arg(long)]
         json: bool,

@@ -13,16 +13,13 @@ fn attrs(node: &str, last: u8) -> LeaseAttrs {
         backend: BackendKind::Vxlan,
         vtep_mac: None,
         bgp_as: None,
+        public_ip6: None,
     }
 }
 
 /// Panics on the first broken rule. Expects an empty store.
 pub fn lease_semantics(s: &mut dyn Store) {
-    let cfg = ClusterConfig {
-        network: "10.244.0.0/16".parse().unwrap(),
-        subnet_len: 24,
-        backend: BackendKind::Vxlan,
-    };
+    let cfg = ClusterConfig::v4("10.244.0.0/16".parse().unwrap(), 24, BackendKind::Vxlan);
     // The first agent writes the configuration; a disagreeing one is refused.
     assert_eq!(s.init_config(&cfg).unwrap(), cfg);
     assert_eq!(s.init_config(&cfg).unwrap(), cfg);

@@ -172,6 +172,7 @@ impl Store for EtcdStore {
             let key = self.subnet_key(&subnet);
             let lease = Lease {
                 subnet,
+                subnet6: config.subnet6_for(subnet),
                 attrs: attrs.clone(),
                 expires: now_secs() + ttl.as_secs(),
             };

@@ -111,6 +111,7 @@ impl Store for FileStore {
             let subnet = pick_subnet(config, &live, attrs, preferred)?;
             let lease = Lease {
                 subnet,
+                subnet6: config.subnet6_for(subnet),
                 attrs: attrs.clone(),
                 expires: now + ttl.as_secs().max(1),
             };

@@ -7,15 +7,16 @@ pub mod conformance;
 mod etcd;
 mod file;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub use etcd::{EtcdStore, EtcdTls};
 pub use file::FileStore;
 
+use crate::family::Family;
 use crate::netlink::Mac;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +75,33 @@ pub struct ClusterConfig {
     pub network: Ipv4Net,
     pub subnet_len: u8,
     pub backend: BackendKind,
+    /// The IPv6 cluster range of a dual-stack cluster. Each host's IPv6 subnet is the one
+    /// with the same index as its IPv4 subnet, so that the IPv4 lease's uniqueness (what the
+    /// stores guarantee atomically) is the IPv6 subnet's too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network6: Option<Ipv6Net>,
+    #[serde(default = "default_len6")]
+    pub subnet_len6: u8,
+}
+
+pub const DEFAULT_SUBNET_LEN6: u8 = 64;
+
+fn default_len6() -> u8 {
+    DEFAULT_SUBNET_LEN6
 }
 
 impl ClusterConfig {
+    /// An IPv4-only cluster.
+    pub fn v4(network: Ipv4Net, subnet_len: u8, backend: BackendKind) -> ClusterConfig {
+        ClusterConfig {
+            network,
+            subnet_len,
+            backend,
+            network6: None,
+            subnet_len6: DEFAULT_SUBNET_LEN6,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.subnet_len <= self.network.prefix_len() || self.subnet_len > 30 {
             return Err(format!(
@@ -85,7 +110,41 @@ impl ClusterConfig {
                 self.network.prefix_len()
             ));
         }
+        if let Some(net6) = self.network6 {
+            let (len6, limits) = (self.subnet_len6, Ipv6Addr::SUBNET_PREFIXES);
+            if len6 <= net6.prefix_len() || !limits.contains(&len6) {
+                return Err(format!(
+                    "--subnet-len6 /{len6} must be longer than the IPv6 cluster range's /{} and between /{} and /{}",
+                    net6.prefix_len(),
+                    limits.start(),
+                    limits.end()
+                ));
+            }
+            let (bits4, bits6) = (
+                self.subnet_len - self.network.prefix_len(),
+                len6 - net6.prefix_len(),
+            );
+            if bits6 < bits4 {
+                return Err(format!(
+                    "--cluster-cidr {net6} holds 2^{bits6} subnets of /{len6}, fewer than the 2^{bits4} /{} of {}: every host's IPv4 subnet needs an IPv6 one",
+                    self.subnet_len, self.network
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The IPv6 subnet that goes with an IPv4 subnet of this cluster (same index in each
+    /// range); `None` on an IPv4-only cluster or for a subnet outside the range.
+    pub fn subnet6_for(&self, subnet: Ipv4Net) -> Option<Ipv6Net> {
+        let net6 = self.network6?;
+        if subnet.prefix_len() != self.subnet_len || !self.network.contains(&subnet) {
+            return None;
+        }
+        let index = (u32::from(subnet.network()) - u32::from(self.network.network()))
+            >> (32 - self.subnet_len);
+        let base = u128::from(net6.network()) + ((index as u128) << (128 - self.subnet_len6));
+        Ipv6Net::new(Ipv6Addr::from(base), self.subnet_len6).ok()
     }
 
     /// Every subnet a host may lease. The first one is skipped (as Flannel does), so that the
@@ -104,6 +163,10 @@ impl ClusterConfig {
 pub struct LeaseAttrs {
     pub node: String,
     pub public_ip: Ipv4Addr,
+    /// The host's IPv6 underlay address, when it has one (host-gw and BGP route IPv6 via it;
+    /// VXLAN carries IPv6 over the IPv4 underlay without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip6: Option<Ipv6Addr>,
     #[serde(default)]
     pub backend: BackendKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,10 +176,13 @@ pub struct LeaseAttrs {
     pub bgp_as: Option<u32>,
 }
 
-/// `<prefix>/subnets/<ip>-<len>`.
+/// `<prefix>/subnets/<ip>-<len>` (keyed by the IPv4 subnet; a dual-stack cluster's lease
+/// carries the host's IPv6 subnet in the same record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub subnet: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
     #[serde(flatten)]
     pub attrs: LeaseAttrs,
     /// Unix seconds after which the lease is void unless renewed.
@@ -195,8 +261,12 @@ fn check_config(
         return Ok(existing);
     }
     let show = |c: &ClusterConfig| {
+        let v6 = c
+            .network6
+            .map(|n| format!(" --cluster-cidr {n} --subnet-len6 {}", c.subnet_len6))
+            .unwrap_or_default();
         format!(
-            "--cluster-cidr {} --subnet-len {} --backend {:?}",
+            "--cluster-cidr {} --subnet-len {}{v6} --backend {:?}",
             c.network, c.subnet_len, c.backend
         )
     };
@@ -254,6 +324,22 @@ pub fn routable(config: &ClusterConfig, own: Option<&Lease>, lease: &Lease) -> R
             lease.attrs.public_ip
         ));
     }
+    if let (Some(subnet6), Some(_)) = (lease.subnet6, config.network6) {
+        if Some(subnet6) != config.subnet6_for(lease.subnet) {
+            return Err(format!(
+                "IPv6 subnet {subnet6} is not the one of {} in {}",
+                lease.subnet,
+                config.network6.expect("checked")
+            ));
+        }
+    }
+    if let (Some(ip6), Some(net6)) = (lease.attrs.public_ip6, config.network6) {
+        if net6.contains(&ip6) || ip6.is_unspecified() || ip6.is_loopback() {
+            return Err(format!(
+                "public address {ip6} is inside the IPv6 cluster range"
+            ));
+        }
+    }
     if let Some(own) = own {
         if own.subnet == lease.subnet || own.attrs.public_ip == lease.attrs.public_ip {
             return Err("it is this host's own lease".into());
@@ -267,19 +353,17 @@ mod tests {
     use super::*;
 
     fn cfg() -> ClusterConfig {
-        ClusterConfig {
-            network: "10.244.0.0/16".parse().unwrap(),
-            subnet_len: 24,
-            backend: BackendKind::Vxlan,
-        }
+        ClusterConfig::v4("10.244.0.0/16".parse().unwrap(), 24, BackendKind::Vxlan)
     }
 
     fn lease(subnet: &str, node: &str, ip: [u8; 4]) -> Lease {
         Lease {
             subnet: subnet.parse().unwrap(),
+            subnet6: None,
             attrs: LeaseAttrs {
                 node: node.into(),
                 public_ip: Ipv4Addr::from(ip),
+                public_ip6: None,
                 backend: BackendKind::Vxlan,
                 vtep_mac: None,
                 bgp_as: None,
@@ -358,5 +442,46 @@ mod tests {
         )
         .is_err());
         assert!(routable(&c, Some(&own), &lease("10.244.4.0/24", "b", [0, 0, 0, 0])).is_err());
+    }
+
+    #[test]
+    fn ipv6_subnets_follow_the_ipv4_index() {
+        let c = ClusterConfig {
+            network6: Some("fd00:244::/56".parse().unwrap()),
+            ..cfg()
+        };
+        c.validate().unwrap();
+        assert_eq!(
+            c.subnet6_for("10.244.1.0/24".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "fd00:244:0:1::/64"
+        );
+        assert_eq!(
+            c.subnet6_for("10.244.255.0/24".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "fd00:244:0:ff::/64"
+        );
+        assert!(c.subnet6_for("10.245.1.0/24".parse().unwrap()).is_none());
+        let small = ClusterConfig {
+            network6: Some("fd00:244::/60".parse().unwrap()),
+            ..cfg()
+        };
+        assert!(small.validate().unwrap_err().contains("fewer than"));
+        let long = ClusterConfig {
+            subnet_len6: 124,
+            ..c
+        };
+        assert!(long.validate().unwrap_err().contains("--subnet-len6"));
+        // A lease whose IPv6 subnet does not go with its IPv4 one is not routed.
+        let mut l = lease("10.244.2.0/24", "b", [10, 200, 0, 12]);
+        l.subnet6 = c.subnet6_for(l.subnet);
+        assert!(routable(&c, None, &l).is_ok());
+        l.subnet6 = Some("fd00:244:0:9::/64".parse().unwrap());
+        assert!(routable(&c, None, &l).is_err());
+        l.subnet6 = c.subnet6_for(l.subnet);
+        l.attrs.public_ip6 = Some("fd00:244:0:3::1".parse().unwrap());
+        assert!(routable(&c, None, &l).is_err());
     }
 }

@@ -10,7 +10,7 @@ pub mod socket;
 
 pub use addr::{Addr, Addr6};
 pub use link::{Link, VethSpec, VxlanSpec};
-pub use neigh::Neighbour;
+pub use neigh::{Neighbour, Neighbour6, NeighbourOf};
 pub use route::{Route, Route6, RouteOf, PROTO_BOOT, PROTO_FERRYNET};
 pub use rtnl::Handle;
 

@@ -1,47 +1,66 @@
-//! Neighbour (ARP) entries and bridge FDB entries.
+//! Neighbour (ARP and NDP) entries and bridge FDB entries.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::rtnl::*;
 use super::socket::{attrs, Message, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
 use super::{Mac, NetlinkError};
+use crate::family::Family;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Neighbour {
+pub struct NeighbourOf<A: Family> {
     pub index: u32,
-    pub ip: Ipv4Addr,
+    pub ip: A,
     pub mac: Option<Mac>,
 }
 
+/// An ARP entry.
+pub type Neighbour = NeighbourOf<Ipv4Addr>;
+/// An NDP entry.
+pub type Neighbour6 = NeighbourOf<Ipv6Addr>;
+
 impl Handle {
-    /// A permanent ARP entry (replaced if present).
-    pub fn set_neighbour(
+    /// A permanent ARP or NDP entry (replaced if present).
+    pub fn set_neighbour<A: Family>(
         &mut self,
         index: u32,
-        ip: Ipv4Addr,
+        ip: A,
         mac: Mac,
     ) -> Result<(), NetlinkError> {
         let mut m = Message::new(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
-        m.header(&ndmsg(AF_INET, index, NUD_PERMANENT, 0));
-        m.attr(NDA_DST, &ip.octets());
+        m.header(&ndmsg(A::AF, index, NUD_PERMANENT, 0));
+        m.attr(NDA_DST, &ip.bytes());
         m.attr(NDA_LLADDR, &mac.0);
         self.ack(m)
     }
 
-    pub fn del_neighbour(&mut self, index: u32, ip: Ipv4Addr) -> Result<(), NetlinkError> {
+    pub fn del_neighbour<A: Family>(&mut self, index: u32, ip: A) -> Result<(), NetlinkError> {
         let mut m = Message::new(RTM_DELNEIGH, 0);
-        m.header(&ndmsg(AF_INET, index, 0, 0));
-        m.attr(NDA_DST, &ip.octets());
+        m.header(&ndmsg(A::AF, index, 0, 0));
+        m.attr(NDA_DST, &ip.bytes());
         self.ack(m)
     }
 
+    /// ARP entries, of one link or of all.
     pub fn neighbours(&mut self, index: Option<u32>) -> Result<Vec<Neighbour>, NetlinkError> {
+        self.neighbours_of(index)
+    }
+
+    /// NDP entries, of one link or of all.
+    pub fn neighbours6(&mut self, index: Option<u32>) -> Result<Vec<Neighbour6>, NetlinkError> {
+        self.neighbours_of(index)
+    }
+
+    fn neighbours_of<A: Family>(
+        &mut self,
+        index: Option<u32>,
+    ) -> Result<Vec<NeighbourOf<A>>, NetlinkError> {
         let mut m = Message::new(RTM_GETNEIGH, NLM_F_DUMP);
-        m.header(&ndmsg(AF_INET, 0, 0, 0));
+        m.header(&ndmsg(A::AF, 0, 0, 0));
         let mut out = Vec::new();
         for r in self.sock.dump(m)? {
             let p = &r.payload;
-            if p.len() < 12 || p[0] != AF_INET {
+            if p.len() < 12 || p[0] != A::AF {
                 continue;
             }
             let idx = u32::from_ne_bytes(p[4..8].try_into().unwrap());
@@ -52,13 +71,13 @@ impl Handle {
             let mut mac = None;
             for (kind, data) in attrs(&p[12..]) {
                 match kind {
-                    NDA_DST => ip = ipv4(data),
+                    NDA_DST => ip = A::from_bytes(data),
                     NDA_LLADDR => mac = mac_of(data),
                     _ => {}
                 }
             }
             if let Some(ip) = ip {
-                out.push(Neighbour {
+                out.push(NeighbourOf {
                     index: idx,
                     ip,
                     mac,

@@ -3,8 +3,6 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
-
 use super::rtnl::*;
 use super::socket::{
     attr_u32, attrs, Message, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
@@ -147,11 +145,11 @@ impl Handle {
         Ok(out)
     }
 
-    /// The route the kernel would use to reach `ip` (`ip route get`).
-    pub fn route_to(&mut self, ip: Ipv4Addr) -> Result<Route, NetlinkError> {
+    /// The route the kernel would use to reach `ip` (`ip route get`), either family.
+    pub fn route_to<A: Family>(&mut self, ip: A) -> Result<RouteOf<A>, NetlinkError> {
         let mut m = Message::new(RTM_GETROUTE, 0);
-        m.header(&rtmsg(AF_INET, 32, 0, 0, 0));
-        m.attr(RTA_DST, &ip.octets());
+        m.header(&rtmsg(A::AF, A::MAX_PREFIX, 0, 0, 0));
+        m.attr(RTA_DST, &ip.bytes());
         let replies = self.sock.request(m)?;
         let r = replies
             .first()
@@ -160,8 +158,8 @@ impl Handle {
         if p.len() < 12 {
             return Err(NetlinkError::Malformed("short rtmsg"));
         }
-        let mut route = Route {
-            dst: Ipv4Net::new(ip, 32).expect("valid prefix"),
+        let mut route = RouteOf {
+            dst: A::with_prefix(ip, A::MAX_PREFIX),
             gateway: None,
             oif: None,
             onlink: false,
@@ -169,7 +167,7 @@ impl Handle {
         };
         for (kind, data) in attrs(&p[12..]) {
             match kind {
-                RTA_GATEWAY => route.gateway = ipv4(data),
+                RTA_GATEWAY => route.gateway = A::from_bytes(data),
                 RTA_OIF => route.oif = attr_u32(data),
                 _ => {}
             }

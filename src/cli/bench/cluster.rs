@@ -118,13 +118,10 @@ impl Lab {
             store: format!("file:{}", self.store.display()),
             prefix: crate::cluster::DEFAULT_PREFIX.into(),
             etcd_tls: None,
-            cluster: ClusterConfig {
-                network: "10.64.0.0/10".parse().expect("valid"),
-                subnet_len: 24,
-                backend,
-            },
+            cluster: ClusterConfig::v4("10.64.0.0/10".parse().expect("valid"), 24, backend),
             iface: Some("eth0".into()),
             public_ip: None,
+            public_ip6: None,
             node_name: node.into(),
             lease_ttl: Duration::from_secs(120),
             subnet_file: self.subnet_file(node),
@@ -503,11 +500,7 @@ pub fn agent_rss() -> Result<(u64, u64)> {
     // 1,000 peers appear in the store.
     let mut s = crate::cluster::FileStore::new(&store);
     use crate::cluster::Store;
-    let cfg = ClusterConfig {
-        network: "10.64.0.0/10".parse()?,
-        subnet_len: 24,
-        backend: BackendKind::Vxlan,
-    };
+    let cfg = ClusterConfig::v4("10.64.0.0/10".parse()?, 24, BackendKind::Vxlan);
     for i in 0..1000u32 {
         let attrs = crate::cluster::LeaseAttrs {
             node: format!("peer{i}"),
@@ -515,6 +508,7 @@ pub fn agent_rss() -> Result<(u64, u64)> {
             backend: BackendKind::Vxlan,
             vtep_mac: Some(Mac::from_seed(&format!("peer{i}"))),
             bgp_as: None,
+            public_ip6: None,
         };
         s.acquire(&cfg, &attrs, None, Duration::from_secs(600))?;
     }
