@@ -15,6 +15,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/ferrynet";
 pub const DEFAULT_MTU: u32 = 1500;
 pub const MIN_MTU: u32 = 576;
 pub const MAX_MTU: u32 = 65535;
+/// `mtu` of a network that names none (a CNI configuration without `"mtu"`): its bridge's,
+/// which is the default route's interface's when the bridge is created. Decided by the
+/// driver, so that no container's ADD or DEL reads the routing table for it.
+pub const MTU_OF_BRIDGE: u32 = 0;
 
 /// The smallest MTU an IPv6 network may have (IPv6 is removed from a smaller link).
 pub const MIN_MTU_V6: u32 = 1280;
@@ -469,7 +473,7 @@ impl NetworkConfig {
         } else {
             MIN_MTU
         };
-        if !(min..=MAX_MTU).contains(&self.mtu) {
+        if self.mtu != MTU_OF_BRIDGE && !(min..=MAX_MTU).contains(&self.mtu) {
             let why = if self.v6.is_some() {
                 format!("must be between {min} and {MAX_MTU} (IPv6 needs at least {MIN_MTU_V6})")
             } else {

@@ -19,9 +19,11 @@ use crate::failpoint;
 use crate::family::Family;
 use crate::firewall::{EndpointAddrs, Firewall, PortGuard, PortMapping};
 use crate::ipam::{Ipam, IpamError};
-use crate::netlink::{Handle, Mac, VethSpec};
+use crate::netlink::{Handle, Link, Mac, VethSpec};
 use crate::netns::Netns;
-use crate::network::{invalid, validate_id, validate_ifname, FamilyConfig, NetworkConfig};
+use crate::network::{
+    invalid, validate_id, validate_ifname, FamilyConfig, NetworkConfig, MTU_OF_BRIDGE,
+};
 use crate::util::{create_new, ensure_dir, read_if_exists, remove_if_exists, StepTimer};
 
 impl Driver {
@@ -160,7 +162,7 @@ impl Driver {
         timer.mark("addresses allocated, record written");
 
         // 3. Apply; on failure undo through detach's idempotent steps.
-        match self.apply(net, (&mut h, &mut fw), &ns, bridge.index, &mut ep, &timer) {
+        match self.apply(net, (&mut h, &mut fw), &ns, &bridge, &mut ep, &timer) {
             Ok(()) => Ok(ep),
             Err(e) => {
                 drop(fw);
@@ -185,7 +187,7 @@ impl Driver {
         net: &NetworkConfig,
         (h, fw): (&mut Handle, &mut Firewall),
         ns: &Netns,
-        bridge_index: u32,
+        bridge: &Link,
         ep: &mut Endpoint,
         timer: &StepTimer,
     ) -> Result<(), DriverError> {
@@ -196,8 +198,13 @@ impl Driver {
             peer_netns: ns.fd(),
             host_mac: Some(ep.host_mac),
             peer_mac: Some(ep.mac),
-            mtu: net.mtu,
-            master: Some(bridge_index),
+            // The bridge's, unless the network names one (see MTU_OF_BRIDGE).
+            mtu: if net.mtu == MTU_OF_BRIDGE {
+                bridge.mtu
+            } else {
+                net.mtu
+            },
+            master: Some(bridge.index),
         })
         .map_err(|e| {
             if e.is(libc::EEXIST) && matches!(h.link_by_name(&ep.host_veth), Ok(None)) {
@@ -212,8 +219,7 @@ impl Driver {
         timer.mark("veth created");
         failpoint::hit("attach.veth")?;
 
-        let inside = ep.clone();
-        let (container_index, host_index) = ns.run(move || configure_container(&inside))??;
+        let (container_index, host_index) = ns.run_here(|| configure_container(ep))??;
         ep.container_ifindex = Some(container_index);
         ep.host_ifindex = Some(host_index);
         timer.mark("container configured");

@@ -255,8 +255,16 @@ pub fn endpoint_key(container_id: &str, ifname: &str) -> String {
 
 /// The MTU of the interface holding the default route, or 1500.
 pub fn default_mtu() -> u32 {
-    let probe = || -> Result<Option<u32>, NetlinkError> {
-        let mut h = Handle::new()?;
+    match Handle::new() {
+        Ok(mut h) => default_mtu_in(&mut h),
+        Err(_) => crate::network::DEFAULT_MTU,
+    }
+}
+
+/// [`default_mtu`] over an open handle. It reads the whole routing table (one route per peer
+/// host on an agent's host): call it when a bridge is created, never per container.
+pub fn default_mtu_in(h: &mut Handle) -> u32 {
+    let mut probe = || -> Result<Option<u32>, NetlinkError> {
         let oif = h
             .routes()?
             .into_iter()

@@ -5,14 +5,14 @@ use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 
 use super::{io_err, nl, Driver, DriverError};
 use crate::firewall::Firewall;
 use crate::hostnet::{owned_by_network, subnet_conflict};
 use crate::netlink::{Handle, Link, Mac, NetlinkError};
 use crate::netns::write_sysctl;
-use crate::network::NetworkConfig;
+use crate::network::{NetworkConfig, MTU_OF_BRIDGE};
 
 impl Driver {
     /// Makes the host side of a network exist: bridge (fixed MAC, MTU, gateway address, up),
@@ -40,7 +40,11 @@ impl Driver {
                 link
             }
             None => {
-                match h.create_bridge(&net.bridge, net.mtu, Mac::from_seed(&net.bridge)) {
+                let mtu = match net.mtu {
+                    MTU_OF_BRIDGE => super::default_mtu_in(h),
+                    mtu => mtu,
+                };
+                match h.create_bridge(&net.bridge, mtu, Mac::from_seed(&net.bridge)) {
                     Err(e) if !e.is(libc::EEXIST) => return Err(nl("create bridge")(e)),
                     _ => {}
                 }
@@ -69,8 +73,19 @@ impl Driver {
                     write_sysctl(&conf, "1").map_err(io_err(Path::new(&conf)))?;
                 }
                 if net.v6.is_some() {
-                    // Only the gateway address (added without DAD): no link-local of its own,
-                    // no SLAAC.
+                    // The gateway address and a link-local one derived from the bridge's MAC,
+                    // both without DAD; no SLAAC. The kernel solicits a neighbour for a
+                    // forwarded packet (another host's pod, the outside) from the outgoing
+                    // device's link-local address: without one, routed IPv6 never reaches
+                    // a container whose MAC the host has not learned yet.
+                    let ll = Ipv6Net::new(Mac::from_seed(&net.bridge).link_local(), 64)
+                        .expect("valid prefix");
+                    match h.add_addr(link.index, ll) {
+                        Err(e) if !e.is(libc::EEXIST) => {
+                            return Err(nl("add bridge link-local address")(e))
+                        }
+                        _ => {}
+                    }
                     h.set_up_static(link.index, None)
                         .map_err(nl("set bridge up"))?;
                 } else {
@@ -86,7 +101,8 @@ impl Driver {
             write_sysctl("net/ipv4/ip_forward", "1").map_err(io_err(Path::new("ip_forward")))?;
         }
         if net.v6.is_some() && !h.ipv6_forwarding().map_err(nl("read IPv6 forwarding"))? {
-            enable_ipv6_forwarding()?;
+            crate::netns::enable_ipv6_forwarding()
+                .map_err(io_err(Path::new("/proc/sys/net/ipv6/conf")))?;
         }
         fw.ensure_network(&Self::rules(net))?;
         Ok(bridge)
@@ -149,26 +165,4 @@ impl Driver {
             _ => Ok(()),
         }
     }
-}
-
-/// Turns IPv6 forwarding on for the whole namespace without taking router advertisements
-/// away from the interfaces that use them: `forwarding=1` makes the kernel ignore RAs where
-/// `accept_ra` is 1, so those (and the default for new interfaces) become 2 first. A host
-/// that learns its default route by RA keeps it. Control path only (network creation).
-fn enable_ipv6_forwarding() -> Result<(), DriverError> {
-    let dir = Path::new("/proc/sys/net/ipv6/conf");
-    let entries = fs::read_dir(dir).map_err(io_err(dir))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "all" {
-            continue;
-        }
-        let key = format!("net/ipv6/conf/{name}/accept_ra");
-        let accept_ra = fs::read_to_string(Path::new("/proc/sys").join(&key)).unwrap_or_default();
-        if accept_ra.trim() == "1" {
-            write_sysctl(&key, "2").map_err(io_err(Path::new(&key)))?;
-        }
-    }
-    let key = "net/ipv6/conf/all/forwarding";
-    write_sysctl(key, "1").map_err(io_err(Path::new(key)))
 }

@@ -17,12 +17,12 @@ use std::process::ExitCode;
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
-use crate::bridge::{
-    default_mtu, pool_of, AddressRequest, AttachRequest, Driver, RouteSpec, Source,
-};
+use crate::bridge::{pool_of, AddressRequest, AttachRequest, Driver, RouteSpec, Source};
 use crate::ipam::Ipam;
 use crate::logging::{LogFormat, Logger};
-use crate::network::{validate_id, validate_ifname, FamilyConfig, NetworkConfig, StateDir};
+use crate::network::{
+    validate_id, validate_ifname, FamilyConfig, NetworkConfig, StateDir, MTU_OF_BRIDGE,
+};
 use config::{NetConf, Subnet, SUPPORTED_VERSIONS};
 use error::{CniError, INVALID_CONFIG, NOT_AVAILABLE, TRY_AGAIN_LATER, UNKNOWN_CONTAINER};
 use result::{parse_ipam_result, AddResult, IpamResult};
@@ -341,7 +341,7 @@ fn network_config(conf: &NetConf, ipam: Option<&IpamResult>) -> Result<NetworkCo
     let mtu = conf
         .mtu
         .or(lease.as_ref().and_then(|l| l.mtu))
-        .unwrap_or_else(default_mtu);
+        .unwrap_or(MTU_OF_BRIDGE);
     Ok(NetworkConfig {
         name: conf.name.clone(),
         bridge: conf.bridge.clone(),
