@@ -1156,3 +1156,47 @@ fn dual_stack_with_host_local_ipam_and_the_reference_tuning_and_portmap() {
     run_chain(&host, "DEL", &plugins, &c, Some(result));
     assert_eq!(host.veths(), Vec::<String>::new());
 }
+
+#[test]
+fn the_plugin_only_binary_is_the_same_plugin() {
+    // ferrynet-cni links nothing of the CLI or the agent: install it as /opt/cni/bin/ferrynet.
+    let plugin = env!("CARGO_BIN_EXE_ferrynet-cni");
+    let host = Host::new();
+    let c = Ns::new("c");
+    let p = c.path().to_string_lossy().into_owned();
+    let conf = dual_conf("1.1.0");
+    let r = ok_json(&exec_plugin(
+        &host,
+        plugin,
+        &Call::new("ADD", &c.name, &p),
+        &conf,
+    ));
+    assert_eq!(r["ips"].as_array().unwrap().len(), 2);
+    assert!(c.ping("10.77.0.1"));
+    let check = with(conf.clone(), "prevResult", r);
+    ok_json_or_empty(&exec_plugin(
+        &host,
+        plugin,
+        &Call::new("CHECK", &c.name, &p),
+        &check,
+    ));
+    assert_error(
+        &exec_plugin(
+            &host,
+            plugin,
+            &Call::new("ADD", &c.name, &p),
+            &with(conf.clone(), "mtu", json!("x")),
+        ),
+        7,
+        "\"mtu\"",
+    );
+    ok_json_or_empty(&exec_plugin(
+        &host,
+        plugin,
+        &Call::new("DEL", &c.name, &p),
+        &conf,
+    ));
+    let version = exec_plugin(&host, plugin, &Call::new("VERSION", "", ""), &conf);
+    assert!(stdout_json(&version)["supportedVersions"].is_array());
+    assert_eq!(host.veths(), Vec::<String>::new());
+}
