@@ -75,6 +75,10 @@ fn dual_stack_containers_find_each_other_by_ndp_with_addresses_usable_at_once() 
         assert!(addrs.contains("fe80::"), "a link-local address: {addrs}");
         let routes = c.exec(&["ip", "-6", "route", "show", "default"]);
         assert!(routes.contains("via fd00:90::1"), "{routes}");
+        // No router advertisement is taken, whoever sends it (no SLAAC, no default route).
+        let accept_ra =
+            c.run(|| std::fs::read_to_string("/proc/sys/net/ipv6/conf/eth0/accept_ra").unwrap());
+        assert_eq!(accept_ra.trim(), "0");
     }
     let bridge = host
         .ns

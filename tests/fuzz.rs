@@ -5,7 +5,8 @@
 use std::net::Ipv4Addr;
 
 use ferrynet::cluster::{routable, BackendKind, ClusterConfig, Lease};
-use ferrynet::cni::config::{parse, parse_cni_args};
+use ferrynet::cni::config::{parse, parse_cni_args, Subnet};
+use ipnet::IpNet;
 
 struct Rng(u64);
 
@@ -40,6 +41,16 @@ const FRAGMENTS: &[&str] = &[
     "\"eth0\"",
     "\"\\u0000\"",
     "[[{}]]",
+    "\"::\"",
+    "\"::/0\"",
+    "\"fe80::/10\"",
+    "\"fd00::/129\"",
+    "\"ff02::1\"",
+    "\"::ffff:10.0.0.1\"",
+    "\"fd00::1%eth0\"",
+    "[\"10.0.0.0/24\",\"fd00::/64\"]",
+    "[\"fd00::/64\",\"fd00:1::/64\"]",
+    "[[{\"subnet\":\"fd00::/64\"}],[{\"subnet\":\"10.0.0.0/24\"}]]",
 ];
 
 /// One mutation of `input`: flip, delete, duplicate, or splice in a JSON fragment.
@@ -88,6 +99,11 @@ fn corpus(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// A text seed (CNI_ARGS) without the file's final newline.
+fn text_corpus(name: &str) -> Vec<u8> {
+    corpus(name).trim_ascii_end().to_vec()
+}
+
 fn iterations() -> usize {
     std::env::var("FERRYNET_FUZZ_ITERATIONS")
         .ok()
@@ -97,10 +113,24 @@ fn iterations() -> usize {
 
 #[test]
 fn cni_configurations_never_panic_and_accepted_ones_are_sane() {
-    let seeds: Vec<Vec<u8>> = ["cni/minimal.json", "cni/full.json", "cni/ipam.json"]
-        .iter()
-        .map(|n| corpus(n))
-        .collect();
+    let names = [
+        "cni/minimal.json",
+        "cni/full.json",
+        "cni/ipam.json",
+        // Dual-stack and IPv6: a subnet list with IPv6 routes, gateway, host addresses and
+        // static addresses of both families; one range set per family; IPv6-only at 0.4.0
+        // with a prevResult; host-local with both families.
+        "cni/dual.json",
+        "cni/ranges6.json",
+        "cni/six.json",
+        "cni/ipam6.json",
+    ];
+    let seeds: Vec<Vec<u8>> = names.iter().map(|n| corpus(n)).collect();
+    for (name, seed) in names.iter().zip(&seeds) {
+        if let Err(e) = parse(seed) {
+            panic!("corpus seed {name} must be a valid configuration: {e}");
+        }
+    }
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let (mut accepted, mut rejected) = (0, 0);
     for i in 0..iterations() {
@@ -115,6 +145,16 @@ fn cni_configurations_never_panic_and_accepted_ones_are_sane() {
                     c.bridge
                 );
                 assert!(c.mtu.is_none_or(|m| (576..=65535).contains(&m)));
+                if let Subnet::Cidrs(subnets) = &c.subnet {
+                    assert!(!subnets.is_empty());
+                    assert!(subnets.iter().all(|s| *s == s.trunc()), "{subnets:?}");
+                }
+                for r in c.routes.iter().flatten() {
+                    assert!(
+                        r.gw.is_none_or(|gw| gw.is_ipv6() == matches!(r.dst, IpNet::V6(_))),
+                        "route {r:?} mixes families"
+                    );
+                }
                 if let Some(ipam) = &c.ipam {
                     let t = ipam["type"].as_str().unwrap_or_default();
                     assert!(!t.contains('/') && !t.contains(".."), "ipam type {t:?}");
@@ -140,9 +180,27 @@ fn cni_configurations_never_panic_and_accepted_ones_are_sane() {
 #[test]
 fn cni_args_never_panic() {
     let mut rng = Rng(0x1234_5678_9abc_def1);
-    let seed = b"IgnoreUnknown=1;IP=10.90.0.5;MAC=02:00:00:00:00:01;K8S_POD_NAME=x".to_vec();
-    for _ in 0..iterations() {
-        let input = mutate(&mut rng, &seed);
+    // IPv4 (the reference plugins' form), both families in one IP= (podman's), IPv6 only.
+    let seeds: Vec<Vec<u8>> = [
+        ("cni/args-ipv4.txt", (1, 0)),
+        ("cni/args-dual.txt", (1, 1)),
+        ("cni/args-ipv6.txt", (0, 1)),
+    ]
+    .iter()
+    .map(|(name, (v4, v6))| {
+        let seed = text_corpus(name);
+        let (ips, _) = parse_cni_args(std::str::from_utf8(&seed).unwrap())
+            .unwrap_or_else(|e| panic!("corpus seed {name} must parse: {e}"));
+        let families = (
+            ips.iter().filter(|ip| ip.is_ipv4()).count(),
+            ips.iter().filter(|ip| ip.is_ipv6()).count(),
+        );
+        assert_eq!(families, (*v4, *v6), "{name}: {ips:?}");
+        seed
+    })
+    .collect();
+    for i in 0..iterations() {
+        let input = mutate(&mut rng, &seeds[i % seeds.len()]);
         if let Ok(s) = String::from_utf8(input) {
             let _ = parse_cni_args(&s);
         }
@@ -151,21 +209,25 @@ fn cni_args_never_panic() {
 
 #[test]
 fn hostile_leases_are_never_routed_outside_the_cluster() {
-    let cluster = ClusterConfig {
-        network: "10.244.0.0/16".parse().unwrap(),
-        subnet_len: 24,
-        backend: BackendKind::Vxlan,
-    };
+    let cluster = ClusterConfig::v4("10.244.0.0/16".parse().unwrap(), 24, BackendKind::Vxlan);
     let seed = corpus("agent/lease.json");
     let own: Lease = serde_json::from_slice(&seed).unwrap();
+    // With IPv6: a dual-stack lease (an IPv4 lease plus IPv6 keys: valid) and an IPv6-only
+    // one (a lease needs an IPv4 subnet: it and its mutations must be refused, not panic).
+    let seeds = [
+        seed.clone(),
+        corpus("agent/lease-dual.json"),
+        corpus("agent/lease6.json"),
+    ];
+    assert!(serde_json::from_slice::<Lease>(&seeds[1]).is_ok());
     let own = Lease {
         subnet: "10.244.1.0/24".parse().unwrap(),
         ..own
     };
     let mut rng = Rng(0xdead_beef_cafe_f00d);
     let mut routed = 0;
-    for _ in 0..iterations() {
-        let input = mutate(&mut rng, &seed);
+    for i in 0..iterations() {
+        let input = mutate(&mut rng, &seeds[i % seeds.len()]);
         let Ok(lease) = serde_json::from_slice::<Lease>(&input) else {
             continue;
         };

@@ -1,6 +1,7 @@
 //! A real runtime: podman 4.3 with its CNI backend runs containers on a ferrynet network,
-//! unchanged. podman runs inside the test's host namespace (nsenter), with private
-//! configuration and storage, so the machine's own podman setup is never touched.
+//! IPv4-only or dual-stack, unchanged. podman runs inside the test's host namespace
+//! (nsenter), with private configuration and storage, so the machine's own podman setup is
+//! never touched.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use serde_json::{json, Value};
 
 struct Podman<'a> {
     host: &'a Host,
@@ -15,7 +17,9 @@ struct Podman<'a> {
 }
 
 impl<'a> Podman<'a> {
-    fn new(host: &'a Host) -> Podman<'a> {
+    /// A private podman whose CNI networks are `networks`: (name, the ferrynet plugin's
+    /// configuration, to which the state directory and the capabilities are added).
+    fn new(host: &'a Host, networks: &[(&str, Value)]) -> Podman<'a> {
         let dir = std::env::temp_dir().join(format!("ferrynet-podman-{}", host.ns.name));
         for sub in ["cni", "rootfs/bin", "rootfs/www", "storage", "run", "tmp"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -50,18 +54,15 @@ network_config_dir = "{d}/cni"
             ),
         )
         .unwrap();
-        let conflist = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": "fynet",
-            "plugins": [{
-                "type": "ferrynet",
-                "bridge": "fypod0",
-                "subnet": "10.73.0.0/24",
-                "stateDir": host.state.to_string_lossy(),
-                "capabilities": {"portMappings": true, "ips": true},
-            }],
-        });
-        std::fs::write(dir.join("cni/fynet.conflist"), conflist.to_string()).unwrap();
+        for (name, plugin) in networks {
+            let mut plugin = plugin.clone();
+            plugin["type"] = json!("ferrynet");
+            plugin["stateDir"] = json!(host.state.to_string_lossy());
+            plugin["capabilities"] = json!({"portMappings": true, "ips": true});
+            let conflist = json!({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]});
+            let file = dir.join(format!("cni/{name}.conflist"));
+            std::fs::write(file, conflist.to_string()).unwrap();
+        }
         // An image without a registry: a static busybox.
         std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox")).unwrap();
         for applet in ["sh", "sleep", "ping", "httpd", "wget", "ip"] {
@@ -110,7 +111,13 @@ impl Drop for Podman<'_> {
 fn podman_runs_containers_on_a_ferrynet_network() {
     let host = Host::new();
     let world = World::attach_to(&host);
-    let podman = Podman::new(&host);
+    let podman = Podman::new(
+        &host,
+        &[(
+            "fynet",
+            json!({"bridge": "fypod0", "subnet": "10.73.0.0/24"}),
+        )],
+    );
     podman.podman(&[
         "run",
         "-d",
@@ -184,4 +191,131 @@ fn podman_runs_containers_on_a_ferrynet_network() {
     assert_eq!(host.veths(), Vec::<String>::new());
     assert_eq!(host.reservations("fynet"), Vec::<String>::new());
     assert_eq!(host.port_elements(), "");
+}
+
+#[test]
+fn podman_runs_dual_stack_containers_on_a_ferrynet_network() {
+    let host = Host::new();
+    let world = World::attach_to(&host);
+    // IPv6 between the world and the host's uplink too (no DAD: usable at once).
+    host.ns.exec(&[
+        "ip",
+        "addr",
+        "add",
+        "fd00:201::1/64",
+        "dev",
+        "uplink0",
+        "nodad",
+    ]);
+    world.ns.exec(&[
+        "ip",
+        "addr",
+        "add",
+        "fd00:201::2/64",
+        "dev",
+        "wan0",
+        "nodad",
+    ]);
+    let podman = Podman::new(
+        &host,
+        &[(
+            "fydual",
+            json!({"bridge": "fypod6", "subnet": ["10.74.0.0/24", "fd00:74::/64"]}),
+        )],
+    );
+    let run = |name: &str, opts: &[&str], cmd: &[&str]| {
+        let mut args = vec!["run", "-d", "--name", name, "--network", "fydual"];
+        args.extend_from_slice(opts);
+        args.push("localhost/fybusy");
+        args.extend_from_slice(cmd);
+        podman.podman(&args);
+    };
+    let sleep = ["sleep", "600"];
+    run("c1", &[], &sleep);
+    // Static addresses: both families (podman passes two in runtimeConfig.ips), and an IPv6
+    // one alone (podman passes one in CNI_ARGS, IP=...); the other family is allocated.
+    run(
+        "c2",
+        &["--ip", "10.74.0.50", "--ip6", "fd00:74::50"],
+        &sleep,
+    );
+    run("c3", &["--ip6", "fd00:74::60"], &sleep);
+    run(
+        "web",
+        &["-p", "18081:80"],
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+    );
+    // What podman recorded from the dual-stack result: both addresses, both gateways.
+    let addrs = |name: &str| -> (String, String) {
+        let net = "{{with index .NetworkSettings.Networks \"fydual\"}}";
+        let format = format!(
+            "{net}{{{{.IPAddress}}}} {{{{.Gateway}}}} {{{{.GlobalIPv6Address}}}}/{{{{.GlobalIPv6PrefixLen}}}} {{{{.IPv6Gateway}}}}{{{{end}}}}"
+        );
+        let out = podman.podman(&["inspect", name, "--format", &format]);
+        let f: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(f.len(), 4, "{name}: {out}");
+        assert_eq!((f[1], f[3]), ("10.74.0.1", "fd00:74::1"), "{name}: {out}");
+        assert!(f[2].ends_with("/64"), "{name}: {out}");
+        (f[0].to_string(), f[2].trim_end_matches("/64").to_string())
+    };
+    let (ip1, ip6_1) = addrs("c1");
+    let (ip2, ip6_2) = addrs("c2");
+    let (ip3, ip6_3) = addrs("c3");
+    let (ipw, ip6_w) = addrs("web");
+    assert_eq!(
+        (ip2.as_str(), ip6_2.as_str()),
+        ("10.74.0.50", "fd00:74::50")
+    );
+    assert_eq!(ip6_3, "fd00:74::60");
+    let mut all = vec![&ip1, &ip3, &ipw, &ip6_1, &ip6_w];
+    assert!(
+        all.iter()
+            .all(|a| a.starts_with("10.74.0.") || a.starts_with("fd00:74::")),
+        "{all:?}"
+    );
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 5, "distinct addresses");
+
+    // Inside: the global IPv6 address is usable at once (no DAD), the default route goes via
+    // the bridge's IPv6 gateway.
+    let inside = podman.podman(&["exec", "c1", "ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(inside.contains(&format!("{ip6_1}/64")), "{inside}");
+    assert!(!inside.contains("tentative"), "{inside}");
+    let routes = podman.podman(&["exec", "c1", "ip", "-6", "route", "show"]);
+    assert!(routes.contains("default via fd00:74::1"), "{routes}");
+
+    // The containers ping each other over IPv6 (and IPv4) on ferrynet's bridge; of two echo
+    // requests one must come back (a first neighbour solicitation may be lost under load).
+    let ping6 = |from: &str, to: &str| {
+        podman.podman(&["exec", from, "ping", "-6", "-c2", "-i0.2", "-W2", to]);
+    };
+    ping6("c1", &ip6_2);
+    ping6("c2", &ip6_1);
+    ping6("c3", &ip6_1);
+    podman.podman(&["exec", "c1", "ping", "-c1", "-W2", &ip2]);
+    // The published port answers over both families, from the world and from a neighbour.
+    for url in ["http://[fd00:201::1]:18081/", "http://10.201.0.1:18081/"] {
+        let page = world.ns.exec(&["busybox", "wget", "-qO-", url]);
+        assert_eq!(page, "hello from podman\n", "{url}");
+    }
+    let page = podman.podman(&["exec", "c1", "wget", "-qO-", "http://[fd00:201::1]:18081/"]);
+    assert_eq!(page, "hello from podman\n");
+    assert_eq!(host.veths().len(), 4);
+    assert_eq!(host.reservations("fydual").len(), 8, "4 addresses, 4 keys");
+    assert_eq!(host.reservations6("fydual").len(), 8, "4 addresses, 4 keys");
+    let elements = host.container_elements();
+    for set in ["inet ports6:", "bridge port_ips6:", "bridge nd_targets:"] {
+        assert!(
+            elements.iter().any(|e| e.starts_with(set)),
+            "{set} {elements:#?}"
+        );
+    }
+
+    // podman rm leaves nothing behind, in either family.
+    podman.podman(&["rm", "-f", "-t", "0", "c1", "c2", "c3", "web"]);
+    assert_eq!(host.veths(), Vec::<String>::new());
+    assert_eq!(host.reservations("fydual"), Vec::<String>::new());
+    assert_eq!(host.reservations6("fydual"), Vec::<String>::new());
+    assert_eq!(host.container_elements(), Vec::<String>::new());
 }

@@ -49,6 +49,16 @@ pub(super) fn configure_container(ep: &Endpoint) -> Result<(u32, u32), DriverErr
     // and the host sends none).
     h.set_up_static(link.index, None)
         .map_err(nl("set container interface up"))?;
+    if ep.ip6.is_some() {
+        // addr_gen_mode none stops the link-local address, not SLAAC: without this an
+        // advertisement from the host's side (a radvd on the bridge) would add addresses and
+        // a default route. Containers never take router advertisements.
+        let key = format!("net/ipv6/conf/{}/accept_ra", ep.ifname);
+        crate::netns::write_sysctl(&key, "0").map_err(|source| DriverError::Io {
+            path: std::path::Path::new("/proc/sys").join(&key),
+            source,
+        })?;
+    }
     h.set_up(1).map_err(nl("set lo up"))?;
     for r in &ep.routes {
         let added = match (r.dst, next_hop(ep, r)) {

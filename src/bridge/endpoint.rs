@@ -65,7 +65,7 @@ impl Driver {
 
     /// Writes the endpoint's record, once, before the first kernel change. A crash while
     /// writing leaves a partial record, which readers treat as no record (see detach).
-    fn write_record(&self, ep: &Endpoint) -> Result<(), DriverError> {
+    pub(super) fn write_record(&self, ep: &Endpoint) -> Result<(), DriverError> {
         let p = self.record_path(&ep.network, &ep.container_id, &ep.ifname);
         let data = serde_json::to_vec_pretty(ep).expect("serializable");
         let dir = self.state.endpoints_dir(&ep.network);
@@ -162,18 +162,28 @@ impl Driver {
         timer.mark("addresses allocated, record written");
 
         // 3. Apply; on failure undo through detach's idempotent steps.
-        match self.apply(net, (&mut h, &mut fw), &ns, &bridge, &mut ep, &timer) {
+        let mut published = false;
+        match self.apply(
+            net,
+            (&mut h, &mut fw),
+            (&ns, &bridge),
+            &mut ep,
+            &timer,
+            &mut published,
+        ) {
             Ok(()) => Ok(ep),
             Err(e) => {
                 drop(fw);
-                let _ = self.teardown(net, &ep);
+                // Elements never added need no removal: deleting absent ones costs a failed
+                // transaction each (8-20 ms), which made a refused dual-stack ADD ~0.2 s.
+                let _ = self.teardown_with(net, &ep, published);
                 Err(e)
             }
         }
     }
 
     /// Gives back the reservations of `key` (best effort: a failed attach's cleanup).
-    fn release(&self, net: &NetworkConfig, key: &str, v4: bool, v6: bool) {
+    pub(super) fn release(&self, net: &NetworkConfig, key: &str, v4: bool, v6: bool) {
         if v4 {
             let _ = self.ipam4(net).release(key);
         }
@@ -186,10 +196,10 @@ impl Driver {
         &self,
         net: &NetworkConfig,
         (h, fw): (&mut Handle, &mut Firewall),
-        ns: &Netns,
-        bridge: &Link,
+        (ns, bridge): (&Netns, &Link),
         ep: &mut Endpoint,
         timer: &StepTimer,
+        published: &mut bool,
     ) -> Result<(), DriverError> {
         failpoint::hit("attach.recorded")?;
         h.create_veth(&VethSpec {
@@ -239,6 +249,7 @@ impl Driver {
         let guard = net.anti_spoof.then(|| guard_of(ep));
         if guard.is_some() || !ep.ports.is_empty() {
             fw.add_endpoint(guard.as_ref(), ep.addrs(), &ep.ports)?;
+            *published = true;
         }
         timer.mark("firewall elements added");
         failpoint::hit("attach.ports")?;
@@ -399,6 +410,10 @@ impl Driver {
                 fw.remove_endpoint(Some(&g), addrs, &[])?;
             }
         }
+        // Whatever is left of guards of vanished ports (partial ones included).
+        fw.remove_stray_port_elements(|veth| {
+            veth.starts_with("vf") && matches!(h.link_by_name(veth), Ok(None))
+        })?;
         for (port, ip) in fw.ports()? {
             let owned = kept
                 .iter()
@@ -417,13 +432,24 @@ impl Driver {
     /// every step runs, errors are collected, and the record is kept if any step failed so
     /// that a retry can finish the job.
     fn teardown(&self, net: &NetworkConfig, ep: &Endpoint) -> Result<(), DriverError> {
+        self.teardown_with(net, ep, true)
+    }
+
+    /// [`Driver::teardown`], leaving out the firewall when `published` is false (a failed
+    /// attach that never reached its firewall step).
+    fn teardown_with(
+        &self,
+        net: &NetworkConfig,
+        ep: &Endpoint,
+        published: bool,
+    ) -> Result<(), DriverError> {
         let mut errors = Vec::new();
         let key = endpoint_key(&ep.container_id, &ep.ifname);
         // The firewall socket stays open until the end: closing an nf_tables socket right
         // after a delete waits for the kernel's deferred destroy (an RCU grace period, ~15 ms
         // here), which otherwise overlaps with the veth delete's own wait.
         let mut fw = None;
-        if ep.ip.is_some() || ep.ip6.is_some() {
+        if published && (ep.ip.is_some() || ep.ip6.is_some()) {
             let guard = guard_of(ep);
             match Firewall::open().and_then(|mut f| {
                 f.remove_endpoint(Some(&guard), ep.addrs(), &ep.ports)
@@ -465,7 +491,7 @@ impl Driver {
 
 /// Step 1 for one family: the address asked for fits the network (a static address of a
 /// family the network lacks is an error, not ignored).
-fn check_source<A: Family>(
+pub(super) fn check_source<A: Family>(
     family: Option<&FamilyConfig<A>>,
     source: &Source<A>,
 ) -> Result<(), DriverError> {
@@ -489,7 +515,7 @@ fn check_source<A: Family>(
 }
 
 /// A port published on one host address needs the container to have that family.
-fn check_ports(net: &NetworkConfig, ports: &[PortMapping]) -> Result<(), DriverError> {
+pub(super) fn check_ports(net: &NetworkConfig, ports: &[PortMapping]) -> Result<(), DriverError> {
     for p in ports {
         let missing = match p.host_ip {
             Some(IpAddr::V4(_)) => net.v4.is_none(),
@@ -547,7 +573,7 @@ fn family_name(ip: IpAddr) -> &'static str {
 
 /// Step 2 for one family: the address with the subnet's prefix, and whether ferrynet's IPAM
 /// holds it (and must give it back).
-fn reserve<A: Family>(
+pub(super) fn reserve<A: Family>(
     ipam: Option<Ipam<A>>,
     source: &Source<A>,
     key: &str,
@@ -568,7 +594,7 @@ fn reserve<A: Family>(
 
 /// The anti-spoofing guard of an endpoint's port: its MAC, its IPv4 address, its IPv6
 /// addresses (the link-local one too).
-fn guard_of(ep: &Endpoint) -> PortGuard {
+pub(super) fn guard_of(ep: &Endpoint) -> PortGuard {
     PortGuard {
         veth: ep.host_veth.clone(),
         mac: ep.mac,

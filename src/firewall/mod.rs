@@ -784,6 +784,54 @@ impl Firewall {
             .collect())
     }
 
+    /// Removes every anti-spoofing element, in every per-port set, of the ports `gone` says
+    /// have vanished — also the pieces of a guard that no longer has its MAC element (left by
+    /// a removal racing an attach of the same endpoint), which [`Firewall::guarded_ports`]
+    /// cannot see. Returns those ports' names. GC only.
+    pub fn remove_stray_port_elements(
+        &mut self,
+        mut gone: impl FnMut(&str) -> bool,
+    ) -> Result<Vec<String>, FirewallError> {
+        let name = |k: &[u8]| crate::netlink::socket::attr_string(&k[..16.min(k.len())]);
+        let mut verdicts: BTreeMap<String, bool> = BTreeMap::new();
+        let mut doomed = Vec::new();
+        for set in [
+            GUARDED_PORTS,
+            PORT_MACS,
+            PORT_IPS,
+            GUARDED_PORTS6,
+            PORT_IPS6,
+            ND_TARGETS,
+            ND_MACS,
+        ] {
+            let elems = match self.nl.dump(set) {
+                Err(e) if e.is(libc::ENOENT) => continue,
+                r => r?,
+            };
+            let stray: Vec<Element> = elems
+                .into_iter()
+                .filter(|e| {
+                    let veth = name(&e.key);
+                    *verdicts.entry(veth.clone()).or_insert_with(|| gone(&veth))
+                })
+                .map(|e| Element {
+                    key: e.key,
+                    data: None,
+                })
+                .collect();
+            if !stray.is_empty() {
+                doomed.push((set, stray));
+            }
+        }
+        if !doomed.is_empty() {
+            self.nl.delete(&doomed)?;
+        }
+        Ok(verdicts
+            .into_iter()
+            .filter_map(|(veth, gone)| gone.then_some(veth))
+            .collect())
+    }
+
     /// Unpublishes ports; missing ones are fine. Only removes an element still pointing at
     /// the container's address of its family (the port may belong to another container by
     /// now).

@@ -611,3 +611,87 @@ pub fn pod_pair(from: &Host, to: &Host) -> (Ns, Ns, String) {
     );
     (a, b, target)
 }
+
+/// Per-container elements in ferrynet's tables, by table family: the published-port maps and
+/// the anti-spoofing sets (a network's own sets, `bridges`, `subnets`..., are not among them).
+pub const CONTAINER_SETS: &[(&str, &[&str])] = &[
+    ("inet", &["ports", "ports_ip", "ports6", "ports_ip6"]),
+    (
+        "bridge",
+        &[
+            "ports",
+            "port_macs",
+            "port_ips",
+            "ports6",
+            "port_ips6",
+            "nd_targets",
+            "nd_macs",
+        ],
+    ),
+];
+
+impl Host {
+    /// IPv6 reservations on disk for a network: every entry of `run/ipam/NET/v6` but its lock.
+    pub fn reservations6(&self, network: &str) -> Vec<String> {
+        let dir = self.state.join("run/ipam").join(network).join("v6");
+        let mut names: Vec<String> = match std::fs::read_dir(dir) {
+            Ok(e) => e
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "lock")
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        names
+    }
+
+    /// The elements of every set and map in ferrynet's table of `family` (`inet`, `bridge`),
+    /// by name; sets without elements are left out, and no table means no elements.
+    pub fn nft_elements(&self, family: &str) -> std::collections::BTreeMap<String, String> {
+        let out = sh(&mut self.ns.cmd(&["nft", "list", "table", family, "ferrynet"]));
+        let mut sets = std::collections::BTreeMap::new();
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("No such file or directory"),
+                "nft list table {family} ferrynet: {err}"
+            );
+            return sets;
+        }
+        let (mut name, mut elements): (String, Option<String>) = (String::new(), None);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let t = line.trim();
+            if let Some(rest) = t.strip_prefix("set ").or_else(|| t.strip_prefix("map ")) {
+                name = rest.trim_end_matches('{').trim().to_string();
+            }
+            let text = match (t.strip_prefix("elements = {"), elements.take()) {
+                (Some(first), _) => first.to_string(),
+                (None, Some(so_far)) => format!("{so_far} {t}"),
+                (None, None) => continue,
+            };
+            match text.strip_suffix('}') {
+                Some(all) => {
+                    sets.insert(name.clone(), all.trim().to_string());
+                }
+                None => elements = Some(text),
+            }
+        }
+        sets
+    }
+
+    /// Every per-container element left in the host's ferrynet tables ([`CONTAINER_SETS`]),
+    /// as `"family set: elements"`; empty when no container's port or guard is left.
+    pub fn container_elements(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        for (family, names) in CONTAINER_SETS {
+            let sets = self.nft_elements(family);
+            for name in *names {
+                if let Some(e) = sets.get(*name) {
+                    left.push(format!("{family} {name}: {e}"));
+                }
+            }
+        }
+        left
+    }
+}
