@@ -10,7 +10,7 @@ install_missing protoc protobuf-compiler etcd etcd-server iperf3 iperf3 openssl 
   ip iproute2 nft nftables ping iputils-ping iptables iptables \
   /usr/lib/cni/host-local containernetworking-plugins \
   podman podman runc runc pkg: busybox-static nsenter util-linux containerd containerd \
-  bird bird2
+  bird bird2 dockerd docker.io
 
 cargo build --features failpoints --all-targets
 cargo test --features failpoints -- --test-threads "${TEST_THREADS:-4}"

@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod cli;
 pub mod cluster;
 pub mod cni;
+pub mod docker;
 pub mod failpoint;
 pub mod family;
 pub mod firewall;

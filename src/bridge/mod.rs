@@ -7,9 +7,11 @@
 //! namespace. This module holds the types they share.
 
 mod container;
+mod docker;
 mod endpoint;
 mod network;
 
+pub use docker::{mac_of_ipv4, PrepareRequest};
 pub use endpoint::GcReport;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -61,6 +63,12 @@ pub enum DriverError {
     Failpoint(#[from] failpoint::Triggered),
     #[error("detach finished with errors: {0}")]
     Detach(String),
+    #[error("container {container_id:?} has no interface {ifname:?} on network {network:?}")]
+    NoEndpoint {
+        network: String,
+        container_id: String,
+        ifname: String,
+    },
 }
 
 fn nl(step: &'static str) -> impl FnOnce(NetlinkError) -> DriverError {

@@ -150,6 +150,21 @@ impl Driver {
         }
     }
 
+    /// Records a new network and builds its host side, every check first (the other
+    /// networks, then the host's own); if building fails the record goes too.
+    pub fn create_network(&self, h: &mut Handle, net: &NetworkConfig) -> Result<(), DriverError> {
+        let _lock = self.state.lock_networks()?;
+        self.state.check_new(net)?;
+        self.preflight(h, net)?;
+        self.state.insert(net)?;
+        if let Err(e) = self.ensure_network(h, net) {
+            let _ = self.remove_network(net);
+            let _ = self.state.remove(&net.name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Removes a network's host-side state: bridge, firewall elements, IPAM state.
     pub fn remove_network(&self, net: &NetworkConfig) -> Result<(), DriverError> {
         let mut h = Handle::new().map_err(nl("open netlink"))?;

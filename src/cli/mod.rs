@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod bgp;
 mod demo;
+mod docker;
 mod network;
 mod run;
 
@@ -54,6 +55,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The host agent: lease this host's subnet and route to every other host's.
     Agent(Box<agent::AgentArgs>),
+    /// Docker's network driver (libnetwork remote protocol) on a unix socket, in the foreground.
+    DockerPlugin(docker::DockerPluginArgs),
     /// BGP (backend bgp): the sessions and prefixes of this host's BIRD.
     #[command(subcommand)]
     Bgp(bgp::BgpCmd),
@@ -112,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a).map(|_| ExitCode::SUCCESS),
         Command::Agent(a) => agent::run(*a, &state).map(|_| ExitCode::SUCCESS),
         Command::Bgp(c) => bgp::run(c, &state).map(|_| ExitCode::SUCCESS),
+        Command::DockerPlugin(a) => docker::run(a, &state).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

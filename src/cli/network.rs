@@ -177,20 +177,8 @@ pub fn run(state: &StateDir, cmd: NetworkCmd) -> Result<()> {
 
 /// Records the network, then builds its host side; if that fails the record goes too.
 fn create(state: &StateDir, net: &NetworkConfig) -> Result<()> {
-    let _lock = state.lock_networks()?;
-    // Every check before the first change: the other networks, then the host's own.
-    state.check_new(net)?;
-    let driver = Driver::new(state.clone());
     let mut h = Handle::new()?;
-    driver.preflight(&mut h, net)?;
-    state.insert(net)?;
-    let built = driver.ensure_network(&mut h, net);
-    if let Err(e) = built {
-        let _ = driver.remove_network(net);
-        let _ = state.remove(&net.name);
-        return Err(e.into());
-    }
-    Ok(())
+    Ok(Driver::new(state.clone()).create_network(&mut h, net)?)
 }
 
 fn joined<T: std::fmt::Display>(items: &[T]) -> String {
