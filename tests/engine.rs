@@ -550,9 +550,28 @@ fn bench_quick_harness_runs_and_writes_its_table_json_and_chart() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let dual_stack_rows = [
+        "ferrynet attach, dual-stack",
+        "ferrynet attach, dual-stack + 1 published port",
+        "ferrynet detach, dual-stack",
+        "CNI ADD: ferrynet dual-stack",
+        "CNI ADD + 1 port: ferrynet dual-stack",
+        "CNI DEL: ferrynet dual-stack",
+        "CNI DEL + 1 port: ferrynet dual-stack",
+    ];
+    for row in dual_stack_rows {
+        let needle = format!("| {row} |");
+        assert!(stdout.contains(&needle), "{needle} missing from:\n{stdout}");
+    }
     for needle in [
         "| ferrynet attach |",
         "| floor: same netlink in-process |",
+        // ferrynet's own CNI rows run without the reference plugins too.
+        "| CNI ADD: ferrynet |",
+        "| CNI ADD + 1 port: ferrynet |",
+        "- dual-stack/IPv4 CNI ADD: ",
+        "- dual-stack/IPv4 CNI ADD + 1 port: ",
+        "- dual-stack/IPv4 attach: ",
         "cross-host pod to pod, vxlan",
         "cross-host pod to pod, bgp",
         "convergence, bgp",
@@ -562,7 +581,21 @@ fn bench_quick_harness_runs_and_writes_its_table_json_and_chart() {
     }
     let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert!(rows.as_array().unwrap().len() >= 10);
-    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    for row in dual_stack_rows {
+        assert!(
+            names.contains(&row),
+            "{row} missing from the JSON: {names:?}"
+        );
+    }
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg"));
+    assert!(chart.contains(">CNI ADD: ferrynet dual-stack<"), "{chart}");
     std::fs::remove_dir_all(&dir).unwrap();
     let netns = ok(std::process::Command::new("ip").args(["netns", "list"]));
     assert!(!netns.contains("ferrynet-bench"), "{netns}");

@@ -1,9 +1,10 @@
 //! A dependency-free SVG chart of the bench: one horizontal bar per row (p50, log scale, with
-//! p99 as a whisker), so that a 3 ms and a 270 ms row both stay readable.
+//! p99 as a whisker), so that a 3 ms and a 270 ms row both stay readable. Colours tell the
+//! series apart (ferrynet IPv4-only, ferrynet dual-stack, references, floors), with a legend.
 
 use std::fmt::Write;
 
-use super::Row;
+use super::{Row, DUAL_STACK};
 
 const WIDTH: f64 = 900.0;
 const LABEL: f64 = 380.0;
@@ -14,6 +15,24 @@ fn x_of(ms: f64, max_log: f64) -> f64 {
     // log10 from 0.01 ms to 10^max_log ms onto the plot width.
     let l = (ms.max(0.01)).log10();
     LABEL + (l + 2.0) / (max_log + 2.0) * (WIDTH - LABEL - 60.0)
+}
+
+const FERRYNET: &str = "#2b7bb9";
+const DUAL: &str = "#7b52ab";
+const REFERENCE: &str = "#d9822b";
+const FLOOR: &str = "#9aa5b1";
+
+/// The colour of a row's series.
+fn color(name: &str) -> &'static str {
+    if name.contains("floor") || name.contains("process start") {
+        FLOOR
+    } else if name.contains("reference") || name.contains("spawn `nft`") {
+        REFERENCE
+    } else if name.contains(DUAL_STACK) {
+        DUAL
+    } else {
+        FERRYNET
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -41,6 +60,24 @@ pub fn svg(rows: &[Row], title: &str) -> String {
         s,
         r##"<text x="10" y="40" fill="#555">p50 per call (bar) and p99 (whisker), milliseconds, log scale</text>"##
     );
+    // The legend, right of the subtitle: only the series the rows have.
+    let mut x = 470.0;
+    for (c, label) in [
+        (FERRYNET, "ferrynet"),
+        (DUAL, "ferrynet dual-stack"),
+        (REFERENCE, "reference"),
+        (FLOOR, "floor"),
+    ] {
+        if !rows.iter().any(|r| color(&r.name) == c) {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            r##"<rect x="{x:.1}" y="30" width="12" height="12" fill="{c}"/><text x="{:.1}" y="40" fill="#555">{label}</text>"##,
+            x + 16.0
+        );
+        x += 16.0 + 7.0 * label.len() as f64 + 14.0;
+    }
     // Grid lines at each power of ten.
     let top = 50.0;
     let bottom = height - 30.0;
@@ -66,13 +103,7 @@ pub fn svg(rows: &[Row], title: &str) -> String {
     }
     for (i, r) in rows.iter().enumerate() {
         let y = top + 6.0 + i as f64 * (BAR_H + GAP);
-        let color = if r.name.contains("floor") || r.name.contains("process start") {
-            "#9aa5b1"
-        } else if r.name.contains("reference") || r.name.contains("spawn `nft`") {
-            "#d9822b"
-        } else {
-            "#2b7bb9"
-        };
+        let color = color(&r.name);
         let x0 = x_of(0.01, max_log);
         let x50 = x_of(r.stats.p50_ms, max_log);
         let x99 = x_of(r.stats.p99_ms, max_log);

@@ -1,6 +1,7 @@
-//! ferrynet as a CNI plugin against the reference chain from Debian's containernetworking-plugins
-//! (bridge + host-local, then portmap), both exec'ed as libcni does: one process per plugin
-//! per call, environment and stdin, prevResult passed along the chain, DEL in reverse.
+//! ferrynet as a CNI plugin, on an IPv4-only and on a dual-stack network, against the reference
+//! chain from Debian's containernetworking-plugins (bridge + host-local, then portmap), all
+//! exec'ed as libcni does: one process per plugin per call, environment and stdin, prevResult
+//! passed along the chain, DEL in reverse.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
-use super::{in_netns, progress, run_timed, stats, Row, Scenario, BATCH};
+use super::{in_netns, progress, run_timed, stats, Row, Scenario, BATCH, DUAL_STACK};
 use crate::netns::Netns;
 
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
@@ -43,6 +44,10 @@ fn port(i: usize) -> Value {
 pub struct CniResult {
     pub ferrynet_add: Vec<Duration>,
     pub ferrynet_del: Vec<Duration>,
+    /// ferrynet on a dual-stack network (an IPv6 /64 next to the same IPv4 /16).
+    pub dual_add: Vec<Duration>,
+    pub dual_del: Vec<Duration>,
+    /// Empty without the reference comparison.
     pub reference_add: Vec<Duration>,
     pub reference_del: Vec<Duration>,
     /// Empty when netavark is not installed.
@@ -81,10 +86,29 @@ fn netavark(host: &Netns, dir: &Path, verb: &str, c: &Netns, conf: &Value) -> Re
     Ok(run_timed(in_netns(&mut cmd, host), conf.to_string().as_bytes())?.0)
 }
 
-/// N containers on one bridge each side, ADD then DEL, in alternating batches.
-pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
-    if !Path::new(REFERENCE_DIR).join("bridge").exists() {
-        bail!("the reference plugins are not installed ({REFERENCE_DIR}: apt-get install containernetworking-plugins)");
+/// The dual-stack network's subnets: the IPv4-only network's size in IPv4, and an IPv6 /64.
+pub const DUAL_STACK_SUBNETS: [&str; 2] = ["10.90.0.0/16", "fd00:90::/64"];
+
+/// Whether a CNI result carries an address of each family.
+fn is_dual_stack(out: &[u8]) -> bool {
+    let v: Value = serde_json::from_slice(out).unwrap_or(Value::Null);
+    let ips = v["ips"].as_array().cloned().unwrap_or_default();
+    let has = |v6: bool| {
+        ips.iter().any(|ip| {
+            ip["address"]
+                .as_str()
+                .is_some_and(|a| a.contains(':') == v6)
+        })
+    };
+    has(false) && has(true)
+}
+
+/// N containers on one bridge each side, ADD then DEL, in alternating batches: ferrynet on an
+/// IPv4-only network and on a dual-stack one, then (with `reference`) the reference chain and
+/// netavark.
+pub fn compare(n: usize, ports: bool, reference: bool) -> Result<CniResult> {
+    if reference && !Path::new(REFERENCE_DIR).join("bridge").exists() {
+        bail!("the reference plugins are not installed ({REFERENCE_DIR}: apt-get install containernetworking-plugins; --no-reference skips them)");
     }
     let label = if ports {
         "CNI with a published port"
@@ -106,28 +130,27 @@ pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
         state: tmp.clone(),
         run_dir: Some(run_dir.clone()),
     };
+    let with_netavark = reference && Path::new(NETAVARK).exists();
+    let sides = 2 + usize::from(reference) + usize::from(with_netavark);
     progress(&format!(
-        "{label}: creating 2 hosts and {} container namespaces",
-        2 * n
+        "{label}: creating {sides} hosts and {} container namespaces",
+        sides * n
     ));
     let mut make = |tag: String| sc.netns(&tag);
     let host_a = make("ca".into())?;
+    let host_d = make("cd".into())?;
     let host_b = make("cb".into())?;
-    let cs_a = (0..n)
-        .map(|i| make(format!("ca{i}")))
-        .collect::<Result<Vec<_>>>()?;
-    let cs_b = (0..n)
-        .map(|i| make(format!("cb{i}")))
-        .collect::<Result<Vec<_>>>()?;
-    let with_netavark = Path::new(NETAVARK).exists();
     let host_c = make("cc".into())?;
-    let cs_c = if with_netavark {
+    let mut containers = |tag: &str, wanted: bool| {
+        let n = if wanted { n } else { 0 };
         (0..n)
-            .map(|i| make(format!("cc{i}")))
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        Vec::new()
+            .map(|i| make(format!("{tag}{i}")))
+            .collect::<Result<Vec<_>>>()
     };
+    let cs_a = containers("ca", true)?;
+    let cs_d = containers("cd", true)?;
+    let cs_b = containers("cb", reference)?;
+    let cs_c = containers("cc", with_netavark)?;
     let netavark_dir = tmp.join("netavark");
     std::fs::create_dir_all(&netavark_dir)?;
 
@@ -136,22 +159,59 @@ pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
         "{}:{REFERENCE_DIR}",
         exe.parent().unwrap_or(Path::new("/")).display()
     );
-    let ferrynet_env = |command: &str, c: &Netns, id: &str| {
+    // Each ferrynet host has its own state, as two machines would.
+    let ferrynet_env = |dual: bool, command: &str, c: &Netns, id: &str| {
+        let (state, run) = if dual {
+            (tmp.join("ferrynet-ds"), run_dir.join("ds"))
+        } else {
+            (tmp.join("ferrynet"), run_dir.clone())
+        };
         let mut e = env(command, c, id, &cni_path);
-        e.push((
-            "FERRYNET_STATE_DIR",
-            tmp.join("ferrynet").to_string_lossy().into_owned(),
-        ));
-        e.push(("FERRYNET_RUN_DIR", run_dir.to_string_lossy().into_owned()));
+        e.push(("FERRYNET_STATE_DIR", state.to_string_lossy().into_owned()));
+        e.push(("FERRYNET_RUN_DIR", run.to_string_lossy().into_owned()));
         e
     };
-    let ferrynet_conf = |i: usize| {
-        let mut c = json!({"cniVersion": "1.0.0", "name": "benchcni", "type": "ferrynet",
-                           "bridge": "fybench0", "subnet": "10.88.0.0/16"});
+    let ferrynet_conf = |dual: bool, i: usize| {
+        let mut c = if dual {
+            json!({"cniVersion": "1.0.0", "name": "benchds", "type": "ferrynet",
+                   "bridge": "fyds0", "subnet": DUAL_STACK_SUBNETS})
+        } else {
+            json!({"cniVersion": "1.0.0", "name": "benchcni", "type": "ferrynet",
+                   "bridge": "fybench0", "subnet": "10.88.0.0/16"})
+        };
         if ports {
             c["runtimeConfig"] = json!({"portMappings": port(i)});
         }
         c
+    };
+    // One batch of ferrynet calls on both of its hosts, IPv4-only and dual-stack interleaved
+    // container by container (who goes first alternating), so that any drift within the batch
+    // hits both alike: the ratio of the two is the number this comparison is for.
+    let ferrynet_batch = |command: &str, batch: usize| -> Result<[Vec<Duration>; 2]> {
+        let mut times = [Vec::with_capacity(BATCH), Vec::with_capacity(BATCH)];
+        for i in batch * BATCH..((batch + 1) * BATCH).min(n) {
+            for dual in [i % 2 == 1, i % 2 == 0] {
+                let (host, c, id) = if dual {
+                    (&host_d, &cs_d[i], format!("d{i}"))
+                } else {
+                    (&host_a, &cs_a[i], format!("a{i}"))
+                };
+                let (d, out) = exec(
+                    host,
+                    &exe,
+                    &ferrynet_env(dual, command, c, &id),
+                    &ferrynet_conf(dual, i),
+                )?;
+                if dual && command == "ADD" && i == 0 && !is_dual_stack(&out) {
+                    bail!(
+                        "the dual-stack ADD returned no address of one family: {}",
+                        String::from_utf8_lossy(&out)
+                    );
+                }
+                times[usize::from(dual)].push(d);
+            }
+        }
+        Ok(times)
     };
     let bridge_conf = json!({"cniVersion": "1.0.0", "name": "benchref", "type": "bridge",
         "bridge": "cnibench0", "isGateway": true, "ipMasq": true,
@@ -168,6 +228,8 @@ pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
     let mut r = CniResult {
         ferrynet_add: Vec::with_capacity(n),
         ferrynet_del: Vec::with_capacity(n),
+        dual_add: Vec::with_capacity(n),
+        dual_del: Vec::with_capacity(n),
         reference_add: Vec::with_capacity(n),
         reference_del: Vec::with_capacity(n),
         netavark_add: Vec::with_capacity(n),
@@ -175,15 +237,9 @@ pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
     };
     let mut reference_results = Vec::with_capacity(n);
     for batch in 0..n / BATCH {
-        for (i, c) in cs_a.iter().enumerate().skip(batch * BATCH).take(BATCH) {
-            let (d, _) = exec(
-                &host_a,
-                &exe,
-                &ferrynet_env("ADD", c, &format!("a{i}")),
-                &ferrynet_conf(i),
-            )?;
-            r.ferrynet_add.push(d);
-        }
+        let [v4, dual] = ferrynet_batch("ADD", batch)?;
+        r.ferrynet_add.extend(v4);
+        r.dual_add.extend(dual);
         for (i, c) in cs_b.iter().enumerate().skip(batch * BATCH).take(BATCH) {
             let id = format!("b{i}");
             let (mut d, out) = exec(
@@ -213,15 +269,9 @@ pub fn compare(n: usize, ports: bool) -> Result<CniResult> {
         progress(&format!("{label}: ADD {}/{n}", (batch + 1) * BATCH));
     }
     for batch in 0..n / BATCH {
-        for (i, c) in cs_a.iter().enumerate().skip(batch * BATCH).take(BATCH) {
-            let (d, _) = exec(
-                &host_a,
-                &exe,
-                &ferrynet_env("DEL", c, &format!("a{i}")),
-                &ferrynet_conf(i),
-            )?;
-            r.ferrynet_del.push(d);
-        }
+        let [v4, dual] = ferrynet_batch("DEL", batch)?;
+        r.ferrynet_del.extend(v4);
+        r.dual_del.extend(dual);
         for (i, c) in cs_b.iter().enumerate().skip(batch * BATCH).take(BATCH) {
             let id = format!("b{i}");
             let prev = &reference_results[i];
@@ -262,24 +312,26 @@ pub fn rows(r: &CniResult, ports: bool) -> Vec<Row> {
     } else {
         ("", "bridge + host-local")
     };
-    let mut rows = vec![
-        Row {
-            name: format!("CNI ADD{suffix}: ferrynet"),
-            stats: stats(&r.ferrynet_add),
-        },
-        Row {
-            name: format!("CNI ADD{suffix}: reference {reference}"),
-            stats: stats(&r.reference_add),
-        },
-        Row {
-            name: format!("CNI DEL{suffix}: ferrynet"),
-            stats: stats(&r.ferrynet_del),
-        },
-        Row {
-            name: format!("CNI DEL{suffix}: reference {reference}"),
-            stats: stats(&r.reference_del),
-        },
-    ];
+    let mut rows = Vec::new();
+    for (verb, v4, dual, theirs) in [
+        ("ADD", &r.ferrynet_add, &r.dual_add, &r.reference_add),
+        ("DEL", &r.ferrynet_del, &r.dual_del, &r.reference_del),
+    ] {
+        rows.push(Row {
+            name: format!("CNI {verb}{suffix}: ferrynet"),
+            stats: stats(v4),
+        });
+        rows.push(Row {
+            name: format!("CNI {verb}{suffix}: ferrynet {DUAL_STACK}"),
+            stats: stats(dual),
+        });
+        if !theirs.is_empty() {
+            rows.push(Row {
+                name: format!("CNI {verb}{suffix}: reference {reference}"),
+                stats: stats(theirs),
+            });
+        }
+    }
     if !r.netavark_add.is_empty() {
         rows.push(Row {
             name: format!("netavark 1.4 setup{suffix} (no IPAM: static IP)"),

@@ -1,7 +1,9 @@
 //! `ferrynet bench`: per-container attach/detach cost of ferrynet, measured side by side in one
 //! run with the floor the kernel allows (one process start + the same netlink messages issued
-//! in-process), at N containers on one bridge, without and with one published port each.
-//! Batches of A and B alternate so that the machine's drift hits both.
+//! in-process), at N containers on one bridge, without and with one published port each; the
+//! same on a dual-stack network; and CNI ADD/DEL on an IPv4-only and a dual-stack network
+//! (against the reference plugins unless `--no-reference`). Batches of A and B alternate so
+//! that the machine's drift hits both.
 
 mod chart;
 mod cluster;
@@ -44,7 +46,8 @@ pub struct BenchArgs {
     /// Measure nothing: draw --svg from a JSON file an earlier run wrote with --json.
     #[arg(long, requires = "svg")]
     chart_from: Option<PathBuf>,
-    /// Skip the comparison with the reference CNI plugins (the slowest part).
+    /// Skip the comparison with the reference CNI plugins and netavark (the slowest part);
+    /// ferrynet's own CNI rows, IPv4-only and dual-stack, still run.
     #[arg(long)]
     no_reference: bool,
     /// Only the cross-host part: throughput, convergence, agent memory.
@@ -53,6 +56,15 @@ pub struct BenchArgs {
 }
 
 const BATCH: usize = 50;
+
+/// The bench networks are /16s (plus a /64) and the published ports 10000 + i.
+const MAX_CONTAINERS: usize = 50_000;
+
+/// How the dual-stack rows are named, next to their IPv4-only counterparts.
+const DUAL_STACK: &str = "dual-stack";
+
+/// What the dual-stack ADD may cost relative to the IPv4-only one at p50 (the target).
+const DUAL_STACK_TARGET: f64 = 1.15;
 
 #[derive(Serialize, Deserialize, Clone)]
 struct Stats {
@@ -155,6 +167,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         a.containers.max(BATCH)
     };
     let n = n.div_ceil(BATCH) * BATCH;
+    if n > MAX_CONTAINERS {
+        bail!("--containers {n}: at most {MAX_CONTAINERS} (one /16 per bench network, a published port each from 10000)");
+    }
     let mut rows = Vec::new();
 
     progress("process start of a trivial binary (/bin/true), 200 runs");
@@ -175,28 +190,44 @@ pub fn run(a: BenchArgs) -> Result<()> {
     for ports in [false, true] {
         let label = if ports { " + 1 published port" } else { "" };
         let r = scenario(n, ports)?;
-        rows.push(Row {
-            name: format!("ferrynet attach{label}"),
-            stats: stats(&r.attach),
-        });
-        rows.push(Row {
-            name: format!("floor: same netlink in-process{label}"),
-            stats: stats(&r.floor_attach),
-        });
-        rows.push(Row {
-            name: format!("ferrynet detach{label}"),
-            stats: stats(&r.detach),
-        });
-        rows.push(Row {
-            name: format!("floor: veth delete in-process{label}"),
-            stats: stats(&r.floor_detach),
-        });
+        for (verb, ours, dual, floor, floor_name) in [
+            (
+                "attach",
+                &r.attach,
+                &r.dual_attach,
+                &r.floor_attach,
+                "same netlink in-process",
+            ),
+            (
+                "detach",
+                &r.detach,
+                &r.dual_detach,
+                &r.floor_detach,
+                "veth delete in-process",
+            ),
+        ] {
+            rows.push(Row {
+                name: format!("ferrynet {verb}{label}"),
+                stats: stats(ours),
+            });
+            rows.push(Row {
+                name: format!("ferrynet {verb}, {DUAL_STACK}{label}"),
+                stats: stats(dual),
+            });
+            rows.push(Row {
+                name: format!("floor: {floor_name}{label}"),
+                stats: stats(floor),
+            });
+        }
     }
     rows.extend(firewall_rows(if a.quick { 50 } else { 200 })?);
-    if !a.no_reference {
-        for ports in [false, true] {
-            rows.extend(cni::rows(&cni::compare(n, ports)?, ports));
-        }
+    // --quick checks the harness: one batch per CNI scenario is enough for that.
+    let cni_n = if a.quick { BATCH } else { n };
+    for ports in [false, true] {
+        rows.extend(cni::rows(
+            &cni::compare(cni_n, ports, !a.no_reference)?,
+            ports,
+        ));
     }
     print_table(&rows, n, median(&spawn));
     if let Some(p) = &a.svg {
@@ -271,6 +302,39 @@ fn print_table(rows: &[Row], n: usize, spawn: Duration) {
             }
         }
     }
+    let growth = |name: &str| {
+        rows.iter()
+            .find(|r| r.name == name)
+            .map(|r| r.stats.last50_p50_ms / r.stats.first50_p50_ms.max(1e-9))
+    };
+    for (v4, target) in [
+        ("CNI ADD: ferrynet", true),
+        ("CNI ADD + 1 port: ferrynet", true),
+        ("CNI DEL: ferrynet", false),
+        ("CNI DEL + 1 port: ferrynet", false),
+        ("ferrynet attach", true),
+        ("ferrynet attach + 1 published port", true),
+        ("ferrynet detach", false),
+        ("ferrynet detach + 1 published port", false),
+    ] {
+        let dual = dual_stack_name(v4);
+        if let (Some(f4), Some(f6), Some(g4), Some(g6)) =
+            (find(v4), find(&dual), growth(v4), growth(&dual))
+        {
+            let ratio = f6 / f4.max(1e-9);
+            let verdict = match target {
+                true if ratio <= DUAL_STACK_TARGET => {
+                    format!(" (target <= {DUAL_STACK_TARGET}x: met)")
+                }
+                true => format!(" (target <= {DUAL_STACK_TARGET}x: **missed**)"),
+                false => String::new(),
+            };
+            println!(
+                "- {DUAL_STACK}/IPv4 {}: {f6:.2} ms vs {f4:.2} ms at p50: **{ratio:.2}x**{verdict}; last/first 50: {g6:.2} vs {g4:.2}",
+                v4.replace(": ferrynet", "").replace("ferrynet ", "")
+            );
+        }
+    }
     for label in ["", " + 1 published port"] {
         if let (Some(f), Some(fl), Some(d), Some(fd)) = (
             find(&format!("ferrynet attach{label}")),
@@ -293,7 +357,29 @@ fn print_table(rows: &[Row], n: usize, spawn: Duration) {
     }
 }
 
+/// The dual-stack row next to an IPv4-only one: `CNI ADD: ferrynet dual-stack`,
+/// `ferrynet attach, dual-stack + 1 published port`.
+fn dual_stack_name(v4: &str) -> String {
+    match v4.strip_prefix("ferrynet ") {
+        Some(rest) => {
+            let (verb, label) = rest.split_once(' ').unwrap_or((rest, ""));
+            let label = if label.is_empty() {
+                String::new()
+            } else {
+                format!(" {label}")
+            };
+            format!("ferrynet {verb}, {DUAL_STACK}{label}")
+        }
+        None => format!("{v4} {DUAL_STACK}"),
+    }
+}
+
 fn time_process(cmd: &mut Command) -> Result<Duration> {
+    Ok(time_output(cmd)?.0)
+}
+
+/// [`time_process`], also returning what the command printed.
+fn time_output(cmd: &mut Command) -> Result<(Duration, Vec<u8>)> {
     let t = Instant::now();
     let out = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output()?;
     let d = t.elapsed();
@@ -303,7 +389,7 @@ fn time_process(cmd: &mut Command) -> Result<Duration> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(d)
+    Ok((d, out.stdout))
 }
 
 /// Makes `cmd` start inside `ns` (setns between fork and exec: `ip netns exec` without the new
@@ -352,8 +438,11 @@ fn spawn_floor(runs: usize) -> Result<Vec<Duration>> {
 
 struct ScenarioResult {
     attach: Vec<Duration>,
+    /// ferrynet attach on a dual-stack network (same IPv4 /16, plus an IPv6 /64).
+    dual_attach: Vec<Duration>,
     floor_attach: Vec<Duration>,
     detach: Vec<Duration>,
+    dual_detach: Vec<Duration>,
     floor_detach: Vec<Duration>,
 }
 
@@ -374,17 +463,21 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
         run_dir: None,
     };
     progress(&format!(
-        "{label}: creating 2 hosts and {} container namespaces",
-        2 * n
+        "{label}: creating 3 hosts and {} container namespaces",
+        3 * n
     ));
     let mut make = |tag: String| sc.netns(&tag);
     let host_a = make("a".into())?;
     let host_b = make("b".into())?;
+    let host_d = make("d".into())?;
     let cs_a = (0..n)
         .map(|i| make(format!("a{i}")))
         .collect::<Result<Vec<_>>>()?;
     let cs_b = (0..n)
         .map(|i| make(format!("b{i}")))
+        .collect::<Result<Vec<_>>>()?;
+    let cs_d = (0..n)
+        .map(|i| make(format!("d{i}")))
         .collect::<Result<Vec<_>>>()?;
 
     // Runtime state on tmpfs, as in production (/run/ferrynet on a host whose /run is tmpfs;
@@ -403,6 +496,18 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
         Driver::new(st.clone()).ensure_network(&mut Handle::new()?, &net)?;
         Ok(())
     })??;
+    // The dual-stack host: its own state, the same IPv4 /16 and an IPv6 /64 next to it.
+    let st_d = StateDir::with_run_dir(state.join("ds"), run_dir.join("ds"));
+    let dual_subnets = cni::DUAL_STACK_SUBNETS
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<Vec<ipnet::IpNet>, _>>()?;
+    let net_d = NetworkConfig::new("bench", &dual_subnets, None, &[], 1500)?;
+    host_d.run(|| -> Result<()> {
+        st_d.insert(&net_d)?;
+        Driver::new(st_d.clone()).ensure_network(&mut Handle::new()?, &net_d)?;
+        Ok(())
+    })??;
     // The floor's host: a bridge with the same properties, and the same table for ports.
     let floor_bridge = host_b.run(|| -> Result<u32> {
         let mut h = Handle::new()?;
@@ -410,18 +515,26 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
     })??;
 
     let exe = std::env::current_exe()?;
-    let ferrynet = |args: &[&str]| -> Result<Duration> {
+    // `ferrynet ARGS` on the IPv4-only host, or on the dual-stack one.
+    let ferrynet = |dual: bool, args: &[&str]| -> Result<(Duration, Vec<u8>)> {
+        let (host, dir) = if dual {
+            (&host_d, &st_d)
+        } else {
+            (&host_a, &st)
+        };
         let mut cmd = Command::new(&exe);
         cmd.args(args)
-            .env("FERRYNET_STATE_DIR", &state)
-            .env("FERRYNET_RUN_DIR", &run_dir);
-        time_process(in_netns(&mut cmd, &host_a))
+            .env("FERRYNET_STATE_DIR", dir.root())
+            .env("FERRYNET_RUN_DIR", dir.run_dir());
+        time_output(in_netns(&mut cmd, host))
     };
 
     let mut r = ScenarioResult {
         attach: Vec::with_capacity(n),
+        dual_attach: Vec::with_capacity(n),
         floor_attach: Vec::with_capacity(n),
         detach: Vec::with_capacity(n),
+        dual_detach: Vec::with_capacity(n),
         floor_detach: Vec::with_capacity(n),
     };
     let port = |i: usize| PortMapping {
@@ -432,14 +545,28 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
     };
     let mut floor_macs = Vec::with_capacity(n);
     for batch in 0..n / BATCH {
-        for (i, c) in cs_a.iter().enumerate().skip(batch * BATCH).take(BATCH) {
-            let path = c.path().to_string_lossy().into_owned();
-            let p = port(i).to_string();
-            let mut args = vec!["attach", &path, "--network", "bench"];
-            if ports {
-                args.extend(["-p", &p]);
+        // IPv4-only and dual-stack interleaved container by container (who goes first
+        // alternating), so that drift within the batch hits both alike.
+        for i in batch * BATCH..(batch + 1) * BATCH {
+            for dual in [i % 2 == 1, i % 2 == 0] {
+                let c = if dual { &cs_d[i] } else { &cs_a[i] };
+                let path = c.path().to_string_lossy().into_owned();
+                let p = port(i).to_string();
+                let mut args = vec!["attach", &path, "--network", "bench"];
+                if ports {
+                    args.extend(["-p", &p]);
+                }
+                let (d, out) = ferrynet(dual, &args)?;
+                if dual && i == 0 {
+                    check_dual_stack_endpoint(&out)?;
+                }
+                let times = if dual {
+                    &mut r.dual_attach
+                } else {
+                    &mut r.attach
+                };
+                times.push(d);
             }
-            r.attach.push(ferrynet(&args)?);
         }
         for (i, c) in cs_b.iter().enumerate().skip(batch * BATCH).take(BATCH) {
             let ip = ipnet::Ipv4Net::new(
@@ -462,10 +589,18 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
         progress(&format!("{label}: attached {}/{n}", (batch + 1) * BATCH));
     }
     for batch in 0..n / BATCH {
-        for c in cs_a.iter().skip(batch * BATCH).take(BATCH) {
-            let path = c.path().to_string_lossy().into_owned();
-            r.detach
-                .push(ferrynet(&["detach", &path, "--network", "bench"])?);
+        for i in batch * BATCH..(batch + 1) * BATCH {
+            for dual in [i % 2 == 1, i % 2 == 0] {
+                let c = if dual { &cs_d[i] } else { &cs_a[i] };
+                let path = c.path().to_string_lossy().into_owned();
+                let (d, _) = ferrynet(dual, &["detach", &path, "--network", "bench"])?;
+                let times = if dual {
+                    &mut r.dual_detach
+                } else {
+                    &mut r.detach
+                };
+                times.push(d);
+            }
         }
         for (i, mac) in floor_macs
             .iter()
@@ -482,6 +617,20 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
     }
     drop(sc);
     Ok(r)
+}
+
+/// The first dual-stack attach's endpoint (ferrynet attach prints it) has both addresses:
+/// otherwise the dual-stack rows would measure an IPv4 attach.
+fn check_dual_stack_endpoint(out: &[u8]) -> Result<()> {
+    let ep: serde_json::Value =
+        serde_json::from_slice(out).context("parse the endpoint ferrynet attach printed")?;
+    if ep["ip"].is_null() || ep["ip6"].is_null() {
+        bail!(
+            "the dual-stack attach gave no address of one family: {}",
+            String::from_utf8_lossy(out)
+        );
+    }
+    Ok(())
 }
 
 fn floor_veth(i: usize) -> String {
