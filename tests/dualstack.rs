@@ -10,45 +10,9 @@ use std::time::Duration;
 
 use common::*;
 
-const WORLD6: &str = "fd00:201::2";
-const HOST6: &str = "fd00:201::1";
-
-/// Gives the host's uplink and the world IPv6 addresses (no DAD: usable at once).
-fn world_ipv6(host: &Host, world: &World) -> (Ipv6Addr, Ipv6Addr) {
-    host.ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "fd00:201::1/64",
-        "dev",
-        "uplink0",
-        "nodad",
-    ]);
-    world.ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "fd00:201::2/64",
-        "dev",
-        "wan0",
-        "nodad",
-    ]);
-    (HOST6.parse().unwrap(), WORLD6.parse().unwrap())
-}
-
 fn ip6_of(ep: &serde_json::Value) -> Ipv6Addr {
     let s = ep["ip6"].as_str().expect("ip6");
     s.split('/').next().unwrap().parse().unwrap()
-}
-
-fn mac_of(ep: &serde_json::Value) -> [u8; 6] {
-    let m: Vec<u8> = ep["mac"]
-        .as_str()
-        .unwrap()
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
-    m.try_into().unwrap()
 }
 
 #[test]
@@ -155,7 +119,7 @@ fn ipv6_only_and_ipv4_only_networks_carry_only_their_family() {
 fn ipv6_is_masqueraded_and_published_ports_work_over_ipv6() {
     let host = Host::new();
     let world = World::attach_to(&host);
-    let (host6, world6) = world_ipv6(&host, &world);
+    let (host6, world6) = world.add_ipv6(&host);
     host.ferrynet(&[
         "network",
         "create",
@@ -328,34 +292,6 @@ fn neighbour_advert(src_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr, mac: [u8;
         p,
         2,
     )
-}
-
-/// Sends `frame` out of the container's eth0 through an AF_PACKET socket.
-fn send_raw(c: &Ns, frame: Vec<u8>) {
-    c.run(move || unsafe {
-        let fd = libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            (libc::ETH_P_ALL as u16).to_be() as i32,
-        );
-        assert!(fd >= 0);
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = (libc::ETH_P_IPV6 as u16).to_be();
-        addr.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-        let n = libc::sendto(
-            fd,
-            frame.as_ptr() as *const libc::c_void,
-            frame.len(),
-            0,
-            &addr as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        assert_eq!(n, frame.len() as isize);
-        libc::close(fd);
-    });
 }
 
 /// A raw ICMPv6 socket inside `c`: every ICMPv6 message delivered to c, of any type.

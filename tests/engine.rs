@@ -449,44 +449,6 @@ fn udp_frame(
     f
 }
 
-/// Sends `frame` out of the container's eth0 through an AF_PACKET socket.
-fn send_raw(c: &Ns, frame: Vec<u8>) {
-    c.run(move || unsafe {
-        let fd = libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            (libc::ETH_P_ALL as u16).to_be() as i32,
-        );
-        assert!(fd >= 0);
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-        addr.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-        let n = libc::sendto(
-            fd,
-            frame.as_ptr() as *const libc::c_void,
-            frame.len(),
-            0,
-            &addr as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        assert_eq!(n, frame.len() as isize);
-        libc::close(fd);
-    });
-}
-
-fn mac_of(ep: &serde_json::Value) -> [u8; 6] {
-    let m: Vec<u8> = ep["mac"]
-        .as_str()
-        .unwrap()
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
-    m.try_into().unwrap()
-}
-
 /// Which of the frames sent by c1 reach a UDP socket in c2.
 fn spoof_round(host: &Host, network: &str) -> Vec<String> {
     let (c1, ep1) = host.container(network, &[]);

@@ -197,25 +197,7 @@ fn podman_runs_containers_on_a_ferrynet_network() {
 fn podman_runs_dual_stack_containers_on_a_ferrynet_network() {
     let host = Host::new();
     let world = World::attach_to(&host);
-    // IPv6 between the world and the host's uplink too (no DAD: usable at once).
-    host.ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "fd00:201::1/64",
-        "dev",
-        "uplink0",
-        "nodad",
-    ]);
-    world.ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "fd00:201::2/64",
-        "dev",
-        "wan0",
-        "nodad",
-    ]);
+    world.add_ipv6(&host);
     let podman = Podman::new(
         &host,
         &[(

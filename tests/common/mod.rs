@@ -695,3 +695,73 @@ impl Host {
         left
     }
 }
+
+/// Sends `frame` out of the container's eth0 through an AF_PACKET socket (the frame's own
+/// EtherType tells the kernel the protocol).
+pub fn send_raw(c: &Ns, frame: Vec<u8>) {
+    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+    c.run(move || unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            (libc::ETH_P_ALL as u16).to_be() as i32,
+        );
+        assert!(fd >= 0);
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = ethertype.to_be();
+        addr.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let n = libc::sendto(
+            fd,
+            frame.as_ptr() as *const libc::c_void,
+            frame.len(),
+            0,
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        assert_eq!(n, frame.len() as isize);
+        libc::close(fd);
+    });
+}
+
+/// An endpoint JSON's MAC as bytes.
+pub fn mac_of(ep: &serde_json::Value) -> [u8; 6] {
+    let m: Vec<u8> = ep["mac"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    m.try_into().unwrap()
+}
+
+impl World {
+    /// IPv6 between the world and the host's uplink too (no DAD: usable at once): returns
+    /// (the host's address, the world's).
+    pub fn add_ipv6(&self, host: &Host) -> (std::net::Ipv6Addr, std::net::Ipv6Addr) {
+        host.ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            "fd00:201::1/64",
+            "dev",
+            "uplink0",
+            "nodad",
+        ]);
+        self.ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            "fd00:201::2/64",
+            "dev",
+            "wan0",
+            "nodad",
+        ]);
+        (
+            "fd00:201::1".parse().unwrap(),
+            "fd00:201::2".parse().unwrap(),
+        )
+    }
+}
