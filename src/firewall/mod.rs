@@ -21,7 +21,9 @@
 //! Debian 12's `nft` 1.0.6 segfaults on the JSON form of the `dnat ... map` rules, so the
 //! script is text, and elements are read back over netlink rather than through `nft -j`.
 
+mod encoding;
 mod nftnl;
+mod port;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -29,10 +31,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 
 use ipnet::{Ipv4Net, Ipv6Net};
-use serde::{Deserialize, Serialize};
 
 use crate::netlink::NetlinkError;
+use encoding::*;
 pub use nftnl::{Element, Nftnl, Set, NFPROTO_BRIDGE, NFPROTO_INET};
+pub use port::{PortMapping, Protocol};
 
 pub const TABLE: &str = "ferrynet";
 const PORTS_MAP: Set = Set {
@@ -115,140 +118,6 @@ pub enum FirewallError {
     Nft(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Sctp => 132,
-        }
-    }
-
-    fn from_number(n: u8) -> Option<Protocol> {
-        match n {
-            6 => Some(Protocol::Tcp),
-            17 => Some(Protocol::Udp),
-            132 => Some(Protocol::Sctp),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        })
-    }
-}
-
-impl std::str::FromStr for Protocol {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "tcp" => Ok(Protocol::Tcp),
-            "udp" => Ok(Protocol::Udp),
-            "sctp" => Ok(Protocol::Sctp),
-            _ => Err(format!(
-                "unknown protocol {s:?} (expected tcp, udp or sctp)"
-            )),
-        }
-    }
-}
-
-/// A published port: host_port on the host's addresses → the container's address and
-/// container_port, in every family the container has an address of (or only in the family
-/// of `host_ip`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortMapping {
-    pub host_port: u16,
-    pub container_port: u16,
-    pub protocol: Protocol,
-    /// Only on this host address (all of the host's addresses, of every family the endpoint
-    /// has, when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_ip: Option<IpAddr>,
-}
-
-impl std::str::FromStr for PortMapping {
-    type Err = String;
-    /// `[HOST_IP:]HOST:CONTAINER[/PROTO]` or `PORT[/PROTO]` (the same port on both sides); an
-    /// IPv6 HOST_IP goes in brackets, as in Docker: `[fd00::1]:8080:80/tcp`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (spec, proto) = match s.split_once('/') {
-            Some((p, proto)) => (p, proto.parse()?),
-            None => (s, Protocol::Tcp),
-        };
-        let port = |p: &str| -> Result<u16, String> {
-            match p.parse::<u16>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(format!("invalid port {p:?} in {s:?} (expected 1-65535)")),
-            }
-        };
-        let (ip6, ports) = match spec.strip_prefix('[') {
-            Some(rest) => {
-                let (ip, ports) = rest.split_once("]:").ok_or_else(|| {
-                    format!("invalid port mapping {s:?} (expected [IPV6]:HOST:CONTAINER)")
-                })?;
-                let ip: Ipv6Addr = ip
-                    .parse()
-                    .map_err(|_| format!("invalid IPv6 host address {ip:?} in {s:?}"))?;
-                (Some(IpAddr::V6(ip)), ports)
-            }
-            None => (None, spec),
-        };
-        let parts: Vec<&str> = ports.split(':').collect();
-        let (host_ip, host_port, container_port) = match (ip6, parts.as_slice()) {
-            (None, [p]) => (None, port(p)?, port(p)?),
-            (ip6, [h, c]) => (ip6, port(h)?, port(c)?),
-            (None, [ip, h, c]) => (
-                Some(IpAddr::V4(ip.parse().map_err(|_| {
-                    format!("invalid host address {ip:?} in {s:?} (an IPv6 one goes in brackets)")
-                })?)),
-                port(h)?,
-                port(c)?,
-            ),
-            _ => {
-                return Err(format!(
-                    "invalid port mapping {s:?} (expected [HOST_IP:]HOST:CONTAINER[/PROTO], \
-                     an IPv6 HOST_IP in brackets)"
-                ))
-            }
-        };
-        Ok(PortMapping {
-            host_port,
-            container_port,
-            protocol: proto,
-            host_ip,
-        })
-    }
-}
-
-impl std::fmt::Display for PortMapping {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.host_ip {
-            Some(IpAddr::V4(ip)) => write!(f, "{ip}:")?,
-            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:")?,
-            None => {}
-        }
-        write!(
-            f,
-            "{}:{}/{}",
-            self.host_port, self.container_port, self.protocol
-        )
-    }
-}
-
 /// A container's addresses, one per family (ports and guards are per family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EndpointAddrs {
@@ -326,141 +195,6 @@ pub struct NetworkRules {
     pub subnet6: Option<Ipv6Net>,
     pub masquerade: bool,
     pub isolate: bool,
-}
-
-fn ifname_key(name: &str) -> Vec<u8> {
-    let mut k = vec![0u8; 16];
-    let b = name.as_bytes();
-    k[..b.len().min(16)].copy_from_slice(&b[..b.len().min(16)]);
-    k
-}
-
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
-/// The address at the start of `b`, of the family asked for.
-fn ip_from(b: &[u8], v6: bool) -> Option<IpAddr> {
-    if v6 {
-        let a: [u8; 16] = b.get(..16)?.try_into().ok()?;
-        Some(a.into())
-    } else {
-        let a: [u8; 4] = b.get(..4)?.try_into().ok()?;
-        Some(a.into())
-    }
-}
-
-/// Whether a port lives in the IPv6 maps: its host address decides; without one, the family
-/// asked for.
-fn port_is_v6(p: &PortMapping, v6: bool) -> bool {
-    p.host_ip.map_or(v6, |ip| ip.is_ipv6())
-}
-
-/// The map a port lives in for one family, and its key: `proto . port` in `ports`/`ports6`,
-/// or `host address . proto . port` in `ports_ip`/`ports_ip6`.
-fn port_key(p: &PortMapping, v6: bool) -> (Set, Vec<u8>) {
-    let v6 = port_is_v6(p, v6);
-    let h = p.host_port.to_be_bytes();
-    let mut key = p.host_ip.map(ip_bytes).unwrap_or_default();
-    key.extend_from_slice(&[p.protocol.number(), 0, 0, 0, h[0], h[1], 0, 0]);
-    let (map, ..) = PORT_MAPS
-        .iter()
-        .find(|(_, with_ip, six)| *with_ip == p.host_ip.is_some() && *six == v6)
-        .expect("four maps");
-    (*map, key)
-}
-
-/// A port's element pointing at `target` (whose family must be the port's: see
-/// [`port_elements`]); the data is `container ip . port`.
-fn port_element(p: &PortMapping, target: IpAddr) -> (Set, Element) {
-    debug_assert!(p.host_ip.is_none_or(|ip| ip.is_ipv6() == target.is_ipv6()));
-    let (map, key) = port_key(p, target.is_ipv6());
-    let mut data = ip_bytes(target);
-    let c = p.container_port.to_be_bytes();
-    data.extend_from_slice(&[c[0], c[1], 0, 0]);
-    (
-        map,
-        Element {
-            key,
-            data: Some(data),
-        },
-    )
-}
-
-/// The elements publishing `ports` for a container with `addrs`: a port on one host address
-/// in that address's family, any other in every family the container has.
-fn port_elements(
-    addrs: EndpointAddrs,
-    ports: &[PortMapping],
-) -> Result<Vec<(Set, Element)>, FirewallError> {
-    let mut out = Vec::new();
-    for p in ports {
-        let targets: Vec<IpAddr> = match p.host_ip {
-            Some(ip) => vec![addrs.get(ip.is_ipv6()).ok_or(FirewallError::Family {
-                port: *p,
-                family: if ip.is_ipv6() { "IPv6" } else { "IPv4" },
-            })?],
-            None => [addrs.get(false), addrs.get(true)]
-                .into_iter()
-                .flatten()
-                .collect(),
-        };
-        if targets.is_empty() {
-            return Err(FirewallError::Family {
-                port: *p,
-                family: "IPv4 or IPv6",
-            });
-        }
-        out.extend(targets.into_iter().map(|t| port_element(p, t)));
-    }
-    Ok(out)
-}
-
-/// Elements grouped by map, as one transaction wants them.
-fn by_map(elems: impl Iterator<Item = (Set, Element)>) -> Vec<(Set, Vec<Element>)> {
-    let mut out: Vec<(Set, Vec<Element>)> =
-        PORT_MAPS.iter().map(|(m, ..)| (*m, Vec::new())).collect();
-    for (map, e) in elems {
-        out.iter_mut()
-            .find(|(m, _)| *m == map)
-            .expect("known map")
-            .1
-            .push(e);
-    }
-    out
-}
-
-/// A port map's data: `container ip . port`.
-fn decode_target(d: &[u8], v6: bool) -> Option<(IpAddr, u16)> {
-    let n = if v6 { 16 } else { 4 };
-    let port = d.get(n..n + 2)?;
-    Some((ip_from(d, v6)?, u16::from_be_bytes([port[0], port[1]])))
-}
-
-fn decode_port(map: Set, e: &Element) -> Option<(PortMapping, IpAddr)> {
-    let (_, with_ip, v6) = PORT_MAPS.iter().find(|(m, ..)| *m == map)?;
-    let (host_ip, k) = if *with_ip {
-        let n = if *v6 { 16 } else { 4 };
-        (Some(ip_from(&e.key, *v6)?), e.key.get(n..)?)
-    } else {
-        (None, &e.key[..])
-    };
-    if k.len() < 6 {
-        return None;
-    }
-    let (target, container_port) = decode_target(e.data.as_ref()?, *v6)?;
-    Some((
-        PortMapping {
-            host_port: u16::from_be_bytes([k[4], k[5]]),
-            container_port,
-            protocol: Protocol::from_number(k[0])?,
-            host_ip,
-        },
-        target,
-    ))
 }
 
 /// The whole table, idempotent (`add` of an existing object is a no-op; the chains are
