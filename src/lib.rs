@@ -19,4 +19,5 @@ pub mod netlink;
 pub mod netns;
 pub mod network;
 pub mod probe;
+pub mod trace;
 pub mod util;

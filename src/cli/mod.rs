@@ -7,6 +7,7 @@ mod demo;
 mod docker;
 mod network;
 mod run;
+mod trace;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,9 @@ enum Command {
     /// BGP (backend bgp): the sessions and prefixes of this host's BIRD.
     #[command(subcommand)]
     Bgp(bgp::BgpCmd),
+    /// How a packet gets from one place to another, hop by hop, from the live kernel state,
+    /// and where it stops (exit status 1 when it is dropped).
+    Trace(trace::TraceArgs),
 }
 
 #[derive(clap::Args)]
@@ -116,6 +120,7 @@ pub fn main() -> ExitCode {
         Command::Agent(a) => agent::run(*a, &state).map(|_| ExitCode::SUCCESS),
         Command::Bgp(c) => bgp::run(c, &state).map(|_| ExitCode::SUCCESS),
         Command::DockerPlugin(a) => docker::run(a, &state).map(|_| ExitCode::SUCCESS),
+        Command::Trace(a) => trace::run(a, &state),
     };
     match result {
         Ok(code) => code,

@@ -24,6 +24,7 @@
 mod encoding;
 mod nftnl;
 mod port;
+mod query;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -36,6 +37,7 @@ use crate::netlink::NetlinkError;
 use encoding::*;
 pub use nftnl::{Element, Nftnl, Set, NFPROTO_BRIDGE, NFPROTO_INET};
 pub use port::{PortMapping, Protocol};
+pub use query::{GuardVerdict, Isolation};
 
 pub const TABLE: &str = "ferrynet";
 const PORTS_MAP: Set = Set {
