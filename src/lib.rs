@@ -19,5 +19,6 @@ pub mod netlink;
 pub mod netns;
 pub mod network;
 pub mod probe;
+pub mod topology;
 pub mod trace;
 pub mod util;

@@ -197,6 +197,36 @@ fn same_host_paths_name_the_kernels_objects() {
     let (ts, _) = trace(&host, &[&c1.name, "10.201.0.2"]);
     assert!(reason(&ts[0]).contains("unreachable"), "{:#}", ts[0]);
 
+    // The topology names every container, in every form.
+    let svg_path = host.state.join("topology.svg");
+    let json = host.ferrynet(&["topology", "--json", "--svg", svg_path.to_str().unwrap()]);
+    let topo: Value = serde_json::from_str(&json).unwrap();
+    let bridges = topo["hosts"][0]["bridges"].as_array().unwrap();
+    let blue = bridges.iter().find(|b| b["name"] == "ferry-blue").unwrap();
+    assert_eq!(blue["network"], "blue");
+    let names: Vec<&str> = blue["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["container"].as_str())
+        .collect();
+    assert!(names.contains(&c1.name.as_str()) && names.contains(&c2.name.as_str()));
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("the SVG parses");
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .collect();
+    for c in [&c1, &c2, &c3] {
+        assert!(texts.contains(&c.name.as_str()), "{} in the SVG", c.name);
+    }
+    let tree = host.ferrynet(&["topology"]);
+    assert!(
+        tree.contains("published 8080/tcp → [fd00:90::3]:80"),
+        "{tree}"
+    );
+
     // Bad ends are refused by name.
     let out = host.try_ferrynet(&["trace", "nosuchcontainer", &c2.name]);
     assert!(!out.status.success());
@@ -284,6 +314,32 @@ fn cross_host(backend: &str) {
     } else {
         assert_eq!(route["facts"]["gateway"], "10.200.0.12", "{route:#}");
     }
+    // The topology joins the two hosts: the peer route, and for VXLAN the peer's VTEP.
+    let topo: Value = serde_json::from_str(&hosts[0].ferrynet(&[
+        "topology",
+        "--json",
+        "--host",
+        &hosts[1].ns.name,
+    ]))
+    .unwrap();
+    let h0 = &topo["hosts"][0];
+    assert!(
+        h0["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["backend"] == backend),
+        "{h0:#}"
+    );
+    if backend == "vxlan" {
+        assert_eq!(
+            h0["vxlan"][0]["peers"][0]["host"],
+            hosts[1].ns.name.as_str()
+        );
+    }
+    let h1_ports = topo["hosts"][1]["bridges"][0]["ports"].as_array().unwrap();
+    assert!(h1_ports.iter().any(|p| p["container"] == b.name.as_str()));
+
     // Delete the route to the peer's subnet: nothing carries the packet any more.
     let subnet = route["facts"]["matched"].as_str().unwrap().to_string();
     hosts[0].ns.exec(&["ip", "route", "del", &subnet]);

@@ -64,6 +64,9 @@ enum Command {
     /// How a packet gets from one place to another, hop by hop, from the live kernel state,
     /// and where it stops (exit status 1 when it is dropped).
     Trace(trace::TraceArgs),
+    /// Every host namespace's bridges, ports, containers, tunnels, peer routes and published
+    /// ports, as a tree, JSON or an SVG picture.
+    Topology(trace::TopologyArgs),
 }
 
 #[derive(clap::Args)]
@@ -121,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Bgp(c) => bgp::run(c, &state).map(|_| ExitCode::SUCCESS),
         Command::DockerPlugin(a) => docker::run(a, &state).map(|_| ExitCode::SUCCESS),
         Command::Trace(a) => trace::run(a, &state),
+        Command::Topology(a) => trace::topology(a, &state).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::network::StateDir;
 use crate::trace::{Spec, TraceRequest};
@@ -62,4 +62,31 @@ pub fn run(a: TraceArgs, state: &StateDir) -> Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::from(1)
     })
+}
+
+#[derive(clap::Args)]
+pub struct TopologyArgs {
+    /// The picture as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also write the picture as SVG to this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Another host namespace to show (a name under /run/netns or a path); repeatable.
+    #[arg(long = "host")]
+    hosts: Vec<PathBuf>,
+}
+
+pub fn topology(a: TopologyArgs, state: &StateDir) -> Result<()> {
+    let t = crate::topology::gather(&a.hosts, state)?;
+    if let Some(path) = &a.svg {
+        std::fs::write(path, crate::topology::svg(&t))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+    } else {
+        print!("{}", crate::topology::render(&t));
+    }
+    Ok(())
 }
