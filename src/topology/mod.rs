@@ -225,30 +225,36 @@ fn host(hosts: &mut Hosts, view: usize) -> Result<HostTopology, TraceError> {
         }
     };
     let v = &mut hosts.views[view];
-    let mut routes = Vec::new();
-    let peer_route = |p: u8| p == PROTO_FERRYNET || p == PROTO_BIRD;
-    for r in v.h.routes().map_err(nl("routes"))? {
-        if peer_route(r.protocol) {
-            let dev = name_of(r.oif);
-            routes.push(PeerRoute {
-                dst: r.dst.to_string(),
-                via: r.gateway.map(|g| g.to_string()),
-                backend: backend(r.protocol, &dev).into(),
+    // (destination, gateway, interface, owner) of both families' routes to other hosts.
+    let v4 = v.h.routes().map_err(nl("routes"))?.into_iter().map(|r| {
+        (
+            r.dst.to_string(),
+            r.gateway.map(|g| g.to_string()),
+            r.oif,
+            r.protocol,
+        )
+    });
+    let v6 = v.h.routes6().map_err(nl("routes"))?.into_iter().map(|r| {
+        (
+            r.dst.to_string(),
+            r.gateway.map(|g| g.to_string()),
+            r.oif,
+            r.protocol,
+        )
+    });
+    let routes = v4
+        .chain(v6)
+        .filter(|(.., p)| *p == PROTO_FERRYNET || *p == PROTO_BIRD)
+        .map(|(dst, via, oif, protocol)| {
+            let dev = name_of(oif);
+            PeerRoute {
+                dst,
+                via,
+                backend: backend(protocol, &dev).into(),
                 dev,
-            });
-        }
-    }
-    for r in v.h.routes6().map_err(nl("routes"))? {
-        if peer_route(r.protocol) {
-            let dev = name_of(r.oif);
-            routes.push(PeerRoute {
-                dst: r.dst.to_string(),
-                via: r.gateway.map(|g| g.to_string()),
-                backend: backend(r.protocol, &dev).into(),
-                dev,
-            });
-        }
-    }
+            }
+        })
+        .collect();
     let mut published = Vec::new();
     if let Some(fw) = v.fw.as_mut() {
         for (p, target) in fw.ports()? {
