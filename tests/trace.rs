@@ -136,6 +136,38 @@ fn same_host_paths_name_the_kernels_objects() {
         ts[0]
     );
 
+    // The probe: one real packet, the rule that dropped it, and no trace rule left behind.
+    let (ts, _) = trace(&host, &[&c1.name, &c3.name, "--probe"]);
+    let p = &ts[0]["probe"];
+    assert_eq!(p["arrived"], false, "{p:#}");
+    assert_eq!(p["agrees"], true);
+    assert_eq!(p["verdict"], "drop");
+    let last = p["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["chain"], "forward", "{p:#}");
+    assert!(
+        last["rule"].as_str().unwrap().contains("@bridges"),
+        "the isolation rule: {last:#}"
+    );
+    let (ts, ok) = trace(&host, &[&c1.name, &c2.name, "--probe", "--family", "4"]);
+    assert!(ok);
+    assert_eq!(ts[0]["probe"]["arrived"], true, "{:#}", ts[0]);
+    assert_eq!(ts[0]["probe"]["agrees"], true);
+    let (ts, _) = trace(&host, &["10.201.0.2", "host:8080", "--probe"]);
+    let p = &ts[0]["probe"];
+    assert_eq!(
+        p["arrived"], true,
+        "an answer (RST: nothing listens): {p:#}"
+    );
+    assert!(
+        p["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["rule"].as_str().is_some_and(|r| r.contains("@ports"))),
+        "the DNAT rule: {p:#}"
+    );
+    assert!(!host.ns.exec(&["nft", "list", "ruleset"]).contains("probe_"));
+
     // To the outside: masqueraded to the uplink's address.
     let (ts, _) = trace(&host, &[&c1.name, "10.201.0.2:80/tcp"]);
     let nat = hops(&ts[0], "nat");

@@ -31,6 +31,10 @@ pub struct TraceArgs {
     /// The lease store (file:PATH or etcd://HOST:PORT), to name the host a subnet belongs to.
     #[arg(long)]
     store: Option<String>,
+    /// Also send one real packet (TCP SYN, UDP datagram or ICMP echo) with nftables tracing
+    /// on for that flow alone, and report every chain and rule it met and whether it arrived.
+    #[arg(long)]
+    probe: bool,
 }
 
 pub fn run(a: TraceArgs, state: &StateDir) -> Result<std::process::ExitCode> {
@@ -41,6 +45,7 @@ pub fn run(a: TraceArgs, state: &StateDir) -> Result<std::process::ExitCode> {
         size: a.size,
         hosts: a.hosts,
         store: a.store,
+        probe: a.probe,
     };
     let traces = crate::trace::trace(&req, state)?;
     if a.json {

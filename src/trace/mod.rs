@@ -13,6 +13,7 @@
 //! [`render`] prints it.
 
 mod hosts;
+mod probe;
 mod render;
 mod walk;
 
@@ -26,6 +27,7 @@ use serde::Serialize;
 use crate::network::StateDir;
 
 pub use hosts::{HostView, Hosts};
+pub use probe::{ProbeEvent, ProbeReport};
 pub use render::render;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ pub enum TraceError {
     Firewall(#[from] crate::firewall::FirewallError),
     #[error("lease store: {0}")]
     Store(String),
+    #[error("--probe: {0}")]
+    Probe(String),
 }
 
 pub(crate) fn nl(
@@ -169,6 +173,8 @@ pub struct TraceRequest {
     pub hosts: Vec<PathBuf>,
     /// The lease store (`file:PATH`, `etcd://...`), to name the hosts subnets belong to.
     pub store: Option<String>,
+    /// Also send one real packet and report the rules it met.
+    pub probe: bool,
 }
 
 /// Which kind of kernel object a hop is.
@@ -250,6 +256,9 @@ pub struct Trace {
     /// Where ferrynet's records and the kernel disagree, or the kernel's state is not what
     /// a working path needs, also off this packet's path.
     pub inconsistencies: Vec<String>,
+    /// What one real packet met (`--probe`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeReport>,
 }
 
 /// Traces `req` for every family it applies to.

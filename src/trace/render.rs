@@ -50,5 +50,35 @@ pub fn render(t: &Trace) -> String {
     for i in &t.inconsistencies {
         let _ = writeln!(s, "inconsistent: {i}");
     }
+    if let Some(p) = &t.probe {
+        let _ = writeln!(s, "probe: {} → {}", p.sent, p.answer);
+        for e in &p.events {
+            let what = match (&e.rule, e.kind.as_str()) {
+                (Some(r), _) => format!("rule `{r}`"),
+                (None, "policy") => "policy".to_string(),
+                (None, k) => k.to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "  {}  {} {} {}: {what} → {}",
+                e.host, e.family, e.table, e.chain, e.verdict
+            );
+        }
+        if !p.agrees {
+            let _ = writeln!(
+                s,
+                "probe and trace disagree: the trace says {}, the packet {}",
+                match t.verdict {
+                    Verdict::Delivered { .. } => "delivered",
+                    Verdict::Dropped { .. } => "dropped",
+                },
+                if p.arrived {
+                    "arrived"
+                } else {
+                    "did not arrive"
+                }
+            );
+        }
+    }
     s
 }

@@ -91,7 +91,7 @@ impl Walk<'_> {
                         bridge.name
                     ),
                     Some(format!(
-                        "{ip} is held by {owner}, behind port ifindex {port}: it answers the {}",
+                        "{ip} is held by {owner}, behind port ifindex {port}: it answers {}",
                         ask(ip)
                     )),
                     json!({"flooded": true}),

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use serde_json::{json, Map, Value};
 
 use super::hosts::{Container, Hosts};
+use super::probe;
 use super::{nl, Hop, HopKind, Proto, Spec, Target, Trace, TraceError, TraceRequest, Verdict};
 use crate::firewall::{GuardVerdict, Isolation, PortMapping, Protocol};
 use crate::netlink::{
@@ -307,7 +308,7 @@ pub fn run(hosts: &mut Hosts, req: &TraceRequest) -> Result<Vec<Trace>, TraceErr
         };
         let src = w.first_src;
         let (hops, inconsistencies) = (w.hops, w.inconsistencies);
-        out.push(Trace {
+        let mut trace = Trace {
             from: spec_name(&req.from),
             to: spec_name(&req.to),
             family,
@@ -318,7 +319,17 @@ pub fn run(hosts: &mut Hosts, req: &TraceRequest) -> Result<Vec<Trace>, TraceErr
             hops,
             verdict,
             inconsistencies,
-        });
+            probe: None,
+        };
+        if req.probe {
+            let sender = match &from {
+                Endpoint::Container(c) => probe::Sender::Namespace(&c.ns),
+                Endpoint::Outside(ip) => probe::Sender::Outside(*ip),
+                Endpoint::Host => probe::Sender::Host,
+            };
+            trace.probe = Some(probe::run(hosts, sender, &trace)?);
+        }
+        out.push(trace);
     }
     if out.is_empty() {
         return Err(TraceError::BadTarget(format!(
