@@ -128,7 +128,7 @@ fn port(hosts: &mut Hosts, view: usize, l: &Link) -> Result<PortTopology, TraceE
         addresses: Vec::new(),
         mac: None,
     };
-    let Some(mut c) = hosts.container_on_port(view, l)? else {
+    let Some(mut c) = hosts.container_on_port(view, l, None)? else {
         return Ok(p);
     };
     p.container = Some(c.name.clone());

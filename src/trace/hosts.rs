@@ -338,15 +338,33 @@ impl Hosts {
     }
 
     /// The container on the other end of host port `port` of view `host`, if its namespace
-    /// can be found.
+    /// can be found. `holds`, an address the container should have, finds it through
+    /// ferrynet's IPAM on the local host in one lookup; the kernel must agree (the
+    /// container's interface is the port's peer, in the namespace the port names), else
+    /// every namespace under /run/netns is asked for its id.
     pub fn container_on_port(
         &mut self,
         host: usize,
         port: &Link,
+        holds: Option<IpAddr>,
     ) -> Result<Option<Container>, TraceError> {
         let Some(nsid) = port.peer_netnsid else {
             return Ok(None);
         };
+        if let (0, Some(ip)) = (host, holds) {
+            if let Some(mut c) = self.container_by_ip(ip)? {
+                let ifname = c
+                    .record
+                    .as_ref()
+                    .map_or("eth0", |r| r.ifname.as_str())
+                    .to_string();
+                let inner = c.h.link_by_name(&ifname).map_err(nl("link"))?;
+                let same_ns = self.views[0].h.nsid_of(c.ns.fd()).ok().flatten() == Some(nsid);
+                if same_ns && inner.is_some_and(|l| l.peer_index == Some(port.index)) {
+                    return Ok(Some(c));
+                }
+            }
+        }
         let Some(path) = self.views[host].peer_namespace(nsid) else {
             return Ok(None);
         };

@@ -151,7 +151,7 @@ impl Walk<'_> {
     /// Into the container behind host port `port`.
     pub(super) fn deliver(&mut self, host: usize, port: &Link) -> Result<End, TraceError> {
         let hname = self.hosts.views[host].name.clone();
-        let Some(mut c) = self.hosts.container_on_port(host, port)? else {
+        let Some(mut c) = self.hosts.container_on_port(host, port, Some(self.dst))? else {
             self.inconsistencies.push(format!(
                 "{hname} {}: its peer's namespace is not under /run/netns",
                 port.name
