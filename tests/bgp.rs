@@ -282,7 +282,7 @@ fn ibgp_full_mesh_survives_an_agent_restart() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|h| h["at"] == "host" && h["kind"] == "route")
+        .find(|h| h["at"] == hosts[0].ns.name.as_str() && h["kind"] == "route")
         .unwrap();
     assert_eq!(host_route["facts"]["protocol"], "bird (BGP)", "{t:#}");
     assert_eq!(host_route["facts"]["gateway"], "10.200.0.12");

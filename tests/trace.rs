@@ -321,7 +321,7 @@ fn cross_host(backend: &str) {
     assert!(at.contains(&hosts[1].ns.name.as_str()), "{t:#}");
     let route = hops(t, "route")
         .into_iter()
-        .find(|h| h["at"] == "host")
+        .find(|h| h["at"] == hosts[0].ns.name.as_str())
         .unwrap()
         .clone();
     assert!(

@@ -288,7 +288,8 @@ impl Socket {
         Ok(())
     }
 
-    /// Every message that arrives until `deadline` (events of the groups joined).
+    /// Every message that arrives until `deadline` (events of the groups joined), and those
+    /// already queued when the deadline has passed.
     pub fn events_until(
         &mut self,
         deadline: std::time::Instant,
@@ -296,16 +297,13 @@ impl Socket {
         let mut out = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Ok(out);
-            }
             let mut pfd = libc::pollfd {
                 fd: self.fd.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
             // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as libc::c_int) };
+            let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as libc::c_int) };
             if n < 0 {
                 return Err(NetlinkError::Socket(io::Error::last_os_error()));
             }

@@ -68,6 +68,25 @@ pub fn netns_path(s: &Path) -> PathBuf {
     }
 }
 
+/// The name under /run/netns of the namespace the command runs in (a test's or demo's host),
+/// else `host`.
+fn own_name() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(own) = std::fs::metadata("/proc/thread-self/ns/net") else {
+        return "host".into();
+    };
+    std::fs::read_dir(NETNS_RUN_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| {
+            e.metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == (own.dev(), own.ino()))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .unwrap_or_else(|| "host".into())
+}
+
 fn display_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -137,7 +156,7 @@ impl Hosts {
         state: StateDir,
     ) -> Result<Hosts, TraceError> {
         let mut views = vec![HostView::open(
-            "host".into(),
+            own_name(),
             Path::new("/proc/thread-self/ns/net"),
         )?];
         for p in peers {

@@ -283,8 +283,9 @@ pub fn run(hosts: &mut Hosts, req: &TraceRequest) -> Result<Vec<Trace>, TraceErr
                             .link(i)?
                             .map(|l| l.name)
                             .unwrap_or_default();
+                        let at = w.hosts.views[0].name.clone();
                         w.hop(
-                            "host",
+                            &at,
                             HopKind::Interface,
                             format!("arrives on {name} from {ip}"),
                             None,
@@ -293,7 +294,8 @@ pub fn run(hosts: &mut Hosts, req: &TraceRequest) -> Result<Vec<Trace>, TraceErr
                         w.route_in_host(0, Some(i), &name)?
                     }
                     None => End::Dropped(format!(
-                        "host: no route back to {ip}: nothing from it would be accepted"
+                        "{}: no route back to {ip}: nothing from it would be accepted",
+                        w.hosts.views[0].name
                     )),
                 }
             }
