@@ -537,6 +537,9 @@ fn bench_quick_harness_runs_and_writes_its_table_json_and_chart() {
         "- dual-stack/IPv4 attach: ",
         "cross-host pod to pod, vxlan",
         "cross-host pod to pod, bgp",
+        "cross-host pod to pod, vxlan (IPv6)",
+        "cross-host pod to pod, bgp (BIRD, full mesh) (IPv6)",
+        "same-host pod to pod (bridge) (IPv6)",
         "convergence, bgp",
         "agent RSS",
     ] {

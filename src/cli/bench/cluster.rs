@@ -2,7 +2,7 @@
 //! path in the same run (iperf3), convergence of a new host's subnet on 20 other agents, and
 //! the agent's resident memory at rest and with 1,000 peer leases.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +30,31 @@ struct Lab {
     store: PathBuf,
     /// Pid files of the BIRDs the bgp agents started (daemons: stopped on drop).
     birds: Vec<PathBuf>,
+    /// Hosts with an IPv6 underlay address too, agents of a dual-stack cluster.
+    dual_stack: bool,
+}
+
+struct Pod {
+    ns: Netns,
+    ip: Ipv4Addr,
+    ip6: Ipv6Addr,
+}
+
+/// The addresses one family's rows measure between: from pod A to `far_pod` (on host B) and
+/// `near_pod` (on host A), host A to `far_host`, veth end to `veth_peer`.
+struct Paths {
+    far_pod: IpAddr,
+    near_pod: IpAddr,
+    far_host: IpAddr,
+    veth_peer: IpAddr,
+    /// What the rows' names gain: "" for IPv4, " (IPv6)".
+    suffix: &'static str,
+    streams: &'static [u32],
+}
+
+/// Host `i`'s IPv6 underlay address (its IPv4 one is 10.200.10.(i+2)).
+fn host_ip6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, i as u16 + 2)
 }
 
 impl Lab {
@@ -57,7 +82,15 @@ impl Lab {
             agents: Vec::new(),
             store: dir.join("cluster.json"),
             birds: Vec::new(),
+            dual_stack: false,
         })
+    }
+
+    /// A lab whose hosts and agents are dual-stack.
+    fn dual(tag: &str) -> Result<Lab> {
+        let mut lab = Lab::new(tag)?;
+        lab.dual_stack = true;
+        Ok(lab)
     }
 
     fn netns(&mut self, tag: &str) -> Result<Netns> {
@@ -85,10 +118,14 @@ impl Lab {
             Ok(())
         })??;
         let ip = Ipv4Addr::new(10, 200, (10 + i / 250) as u8, (i % 250 + 2) as u8);
+        let dual = self.dual_stack;
         ns.run(|| -> Result<()> {
             let mut h = Handle::new()?;
             let l = h.link_by_name("eth0")?.context("eth0")?;
             h.add_addr(l.index, ipnet::Ipv4Net::new(ip, 16)?)?;
+            if dual {
+                h.add_addr(l.index, ipnet::Ipv6Net::new(host_ip6(i), 64)?)?;
+            }
             h.set_up(l.index)?;
             h.set_up(1)?;
             Ok(())
@@ -118,7 +155,13 @@ impl Lab {
             store: format!("file:{}", self.store.display()),
             prefix: crate::cluster::DEFAULT_PREFIX.into(),
             etcd_tls: None,
-            cluster: ClusterConfig::v4("10.64.0.0/10".parse().expect("valid"), 24, backend),
+            // Dual-stack: the IPv6 rows run over the same hosts and agents.
+            cluster: ClusterConfig {
+                network6: self
+                    .dual_stack
+                    .then(|| "fd00:64::/48".parse().expect("valid")),
+                ..ClusterConfig::v4("10.64.0.0/10".parse().expect("valid"), 24, backend)
+            },
             iface: Some("eth0".into()),
             public_ip: None,
             public_ip6: None,
@@ -140,14 +183,20 @@ impl Lab {
         }));
     }
 
-    fn lease(&self, node: &str) -> Result<(ipnet::Ipv4Net, u32)> {
+    fn lease(&self, node: &str) -> Result<(ipnet::Ipv4Net, Option<ipnet::Ipv6Net>, u32)> {
         let file = self.subnet_file(node);
         let end = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(text) = std::fs::read_to_string(&file) {
                 let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
-                if let (Some(s), Some(m)) = (get("FERRYNET_SUBNET="), get("FERRYNET_MTU=")) {
-                    return Ok((s.parse()?, m.parse()?));
+                let s6 = get("FERRYNET_SUBNET6=");
+                if let (Some(s), Some(m), true) = (
+                    get("FERRYNET_SUBNET="),
+                    get("FERRYNET_MTU="),
+                    s6.is_some() || !self.dual_stack,
+                ) {
+                    let s6 = s6.map(str::parse).transpose()?;
+                    return Ok((s.parse()?, s6, m.parse()?));
                 }
             }
             if Instant::now() > end {
@@ -157,15 +206,21 @@ impl Lab {
         }
     }
 
-    /// A pod on `host` in its leased subnet.
-    fn pod(&mut self, host: &Netns, node: &str, tag: &str) -> Result<(Netns, Ipv4Addr)> {
-        let (subnet, mtu) = self.lease(node)?;
-        let net = NetworkConfig::new("pods", &[subnet.into()], Some("fypods0"), &[], mtu)?;
+    /// A pod on `host` in its leased subnets (both families in a dual-stack lab).
+    fn pod(&mut self, host: &Netns, node: &str, tag: &str) -> Result<Pod> {
+        let (subnet, subnet6, mtu) = self.lease(node)?;
+        let mut subnets: Vec<ipnet::IpNet> = vec![subnet.into()];
+        subnets.extend(subnet6.map(ipnet::IpNet::from));
+        let net = NetworkConfig::new("pods", &subnets, Some("fypods0"), &[], mtu)?;
         let driver = Driver::new(StateDir::new(self.sc.state.join(node)));
         let ns = self.netns(tag)?;
         let req = AttachRequest::simple(ns.path(), tag);
         let ep = host.run(|| driver.attach(&net, &req))??;
-        Ok((ns, ep.ip.expect("allocated").addr()))
+        Ok(Pod {
+            ns,
+            ip: ep.ip.expect("allocated").addr(),
+            ip6: ep.ip6.map(|n| n.addr()).unwrap_or(Ipv6Addr::UNSPECIFIED),
+        })
     }
 }
 
@@ -195,7 +250,7 @@ impl Drop for Lab {
 }
 
 /// iperf3 for 2 s from `client` to `server_ip` (a server in `server`); Gbit/s received.
-fn iperf(server: &Netns, client: &Netns, server_ip: Ipv4Addr, streams: u32) -> Result<f64> {
+fn iperf(server: &Netns, client: &Netns, server_ip: IpAddr, streams: u32) -> Result<f64> {
     let spawn_in = |ns: &Netns, args: &[String]| -> Result<Child> {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", ns.path().display()))
@@ -240,7 +295,7 @@ pub struct RttRow {
 }
 
 /// Average round trip of 50 pings (every 10 ms) from `from` to `ip`, in microseconds.
-fn rtt_us(from: &Netns, ip: Ipv4Addr) -> Result<f64> {
+fn rtt_us(from: &Netns, ip: IpAddr) -> Result<f64> {
     let out = Command::new("nsenter")
         .arg(format!("--net={}", from.path().display()))
         .args(["ping", "-q", "-c", "50", "-i", "0.01", &ip.to_string()])
@@ -293,14 +348,17 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// `rounds`: how many alternating measurements of each path (medians are reported).
+/// `rounds`: how many alternating measurements of each path (medians are reported). Every
+/// path is measured in both families over the same hosts, agents and pods: IPv4 with one
+/// and four streams, IPv6 with one (the 4-stream references are bimodal here anyway).
 pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
-    progress("throughput: raw veth pair, same-host pods, raw underlay, host-gw and vxlan pods");
+    progress("throughput: raw veth pair, same-host pods, raw underlay, host-gw, vxlan and bgp pods, IPv4 and IPv6");
     let mut rows = Vec::new();
     let mut rtts = Vec::new();
     // A raw veth pair between two namespaces.
     let mut lab = Lab::new("tp")?;
     let (a, b) = (lab.netns("tpva")?, lab.netns("tpvb")?);
+    let (veth_ip, veth_ip6): (Ipv4Addr, Ipv6Addr) = ("10.199.0.2".parse()?, "fd00:199::2".parse()?);
     a.run(|| -> Result<()> {
         let mut h = Handle::new()?;
         h.create_veth(&VethSpec {
@@ -314,6 +372,7 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
         })?;
         let l = h.link_by_name("v0")?.context("v0")?;
         h.add_addr(l.index, "10.199.0.1/24".parse::<ipnet::Ipv4Net>()?)?;
+        h.add_addr(l.index, "fd00:199::1/64".parse::<ipnet::Ipv6Net>()?)?;
         h.set_up(l.index)?;
         h.set_up(1)?;
         Ok(())
@@ -322,6 +381,7 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
         let mut h = Handle::new()?;
         let l = h.link_by_name("v1")?.context("v1")?;
         h.add_addr(l.index, "10.199.0.2/24".parse::<ipnet::Ipv4Net>()?)?;
+        h.add_addr(l.index, "fd00:199::2/64".parse::<ipnet::Ipv6Net>()?)?;
         h.set_up(l.index)?;
         h.set_up(1)?;
         Ok(())
@@ -332,71 +392,100 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
             BackendKind::Bgp => ("bg", "bgp (BIRD, full mesh)", PROTO_BIRD),
             _ => ("vx", "vxlan", PROTO_FERRYNET),
         };
-        let mut lab2 = Lab::new(tag)?;
+        let mut lab2 = Lab::dual(tag)?;
         let ha = lab2.host(&format!("{tag}a"), 1)?;
         let hb = lab2.host(&format!("{tag}b"), 2)?;
         lab2.start_agent(&ha, "a", backend);
         lab2.start_agent(&hb, "b", backend);
-        let (pa, _) = lab2.pod(&ha, "a", &format!("{tag}pa"))?;
-        let (pa2, ipa2) = lab2.pod(&ha, "a", &format!("{tag}pa2"))?;
-        let (pb, ipb) = lab2.pod(&hb, "b", &format!("{tag}pb"))?;
-        // Wait until host A routes to host B's pods (a BGP session takes a few seconds).
+        let pa = lab2.pod(&ha, "a", &format!("{tag}pa"))?;
+        let pa2 = lab2.pod(&ha, "a", &format!("{tag}pa2"))?;
+        let pb = lab2.pod(&hb, "b", &format!("{tag}pb"))?;
+        // Wait until host A routes to host B's pods in both families (a BGP session takes
+        // a few seconds).
         let end = Instant::now() + Duration::from_secs(30);
         let routed = || {
-            ha.run(|| Handle::new().and_then(|mut h| h.routes()))
-                .ok()
-                .and_then(|r| r.ok())
-                .is_some_and(|rs| {
-                    rs.iter()
-                        .any(|r| r.protocol == proto && r.dst.contains(&ipb))
-                })
+            ha.run(|| -> Result<bool> {
+                let mut h = Handle::new()?;
+                let v4 = h
+                    .routes()?
+                    .iter()
+                    .any(|r| r.protocol == proto && r.dst.contains(&pb.ip));
+                let v6 = h
+                    .routes6()?
+                    .iter()
+                    .any(|r| r.protocol == proto && r.dst.contains(&pb.ip6));
+                Ok(v4 && v6)
+            })
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or(false)
         };
         while !routed() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let underlay_b = Ipv4Addr::new(10, 200, 10, 4);
-        // Latency: 50 pings, average RTT, pod path vs the raw path.
-        rtts.push(RttRow {
-            path: format!("cross-host pod to pod, {name}"),
-            us: rtt_us(&pa, ipb)?,
-            reference: "raw underlay (host to host)".into(),
-            reference_us: rtt_us(&ha, underlay_b)?,
-        });
-        if backend == BackendKind::HostGw {
+        let families = [
+            Paths {
+                far_pod: pb.ip.into(),
+                near_pod: pa2.ip.into(),
+                far_host: Ipv4Addr::new(10, 200, 10, 4).into(),
+                veth_peer: veth_ip.into(),
+                suffix: "",
+                streams: &[1, 4],
+            },
+            Paths {
+                far_pod: pb.ip6.into(),
+                near_pod: pa2.ip6.into(),
+                far_host: host_ip6(2).into(),
+                veth_peer: veth_ip6.into(),
+                suffix: " (IPv6)",
+                streams: &[1],
+            },
+        ];
+        for f in families {
+            let (ipb, ipa2, underlay_b, veth, family) =
+                (f.far_pod, f.near_pod, f.far_host, f.veth_peer, f.suffix);
+            // Latency: 50 pings, average RTT, pod path vs the raw path.
             rtts.push(RttRow {
-                path: "same-host pod to pod (bridge)".into(),
-                us: rtt_us(&pa, ipa2)?,
-                reference: "raw veth pair".into(),
-                reference_us: rtt_us(&a, "10.199.0.2".parse()?)?,
-            });
-        }
-        for streams in [1, 4] {
-            let (raw, over) = alternate(
-                rounds,
-                || iperf(&hb, &ha, underlay_b, streams),
-                || iperf(&pb, &pa, ipb, streams),
-            )?;
-            rows.push(ThroughputRow {
-                path: format!("cross-host pod to pod, {name}"),
-                streams,
-                gbps: over,
+                path: format!("cross-host pod to pod, {name}{family}"),
+                us: rtt_us(&pa.ns, ipb)?,
                 reference: "raw underlay (host to host)".into(),
-                reference_gbps: raw,
+                reference_us: rtt_us(&ha, underlay_b)?,
             });
             if backend == BackendKind::HostGw {
-                let veth_ip = "10.199.0.2".parse()?;
-                let (veth, same) = alternate(
+                rtts.push(RttRow {
+                    path: format!("same-host pod to pod (bridge){family}"),
+                    us: rtt_us(&pa.ns, ipa2)?,
+                    reference: "raw veth pair".into(),
+                    reference_us: rtt_us(&a, veth)?,
+                });
+            }
+            for &streams in f.streams {
+                let (raw, over) = alternate(
                     rounds,
-                    || iperf(&b, &a, veth_ip, streams),
-                    || iperf(&pa2, &pa, ipa2, streams),
+                    || iperf(&hb, &ha, underlay_b, streams),
+                    || iperf(&pb.ns, &pa.ns, ipb, streams),
                 )?;
                 rows.push(ThroughputRow {
-                    path: "same-host pod to pod (bridge)".into(),
+                    path: format!("cross-host pod to pod, {name}{family}"),
                     streams,
-                    gbps: same,
-                    reference: "raw veth pair".into(),
-                    reference_gbps: veth,
+                    gbps: over,
+                    reference: "raw underlay (host to host)".into(),
+                    reference_gbps: raw,
                 });
+                if backend == BackendKind::HostGw {
+                    let (raw, same) = alternate(
+                        rounds,
+                        || iperf(&b, &a, veth, streams),
+                        || iperf(&pa2.ns, &pa.ns, ipa2, streams),
+                    )?;
+                    rows.push(ThroughputRow {
+                        path: format!("same-host pod to pod (bridge){family}"),
+                        streams,
+                        gbps: same,
+                        reference: "raw veth pair".into(),
+                        reference_gbps: raw,
+                    });
+                }
             }
         }
     }
@@ -433,7 +522,7 @@ pub fn convergence(agents: usize, joins: usize, backend: BackendKind) -> Result<
         let node = format!("j{j}");
         let h = lab.host(&format!("{tag}j{j}"), agents + j + 1)?;
         lab.start_agent(&h, &node, backend);
-        let (subnet, _) = lab.lease(&node)?;
+        let (subnet, ..) = lab.lease(&node)?;
         let t0 = Instant::now();
         let mut pending: Vec<usize> = (0..agents).collect();
         let end = t0 + Duration::from_secs(60);
