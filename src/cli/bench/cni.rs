@@ -154,7 +154,11 @@ pub fn compare(n: usize, ports: bool, reference: bool) -> Result<CniResult> {
     let netavark_dir = tmp.join("netavark");
     std::fs::create_dir_all(&netavark_dir)?;
 
+    // The plugin as users install it: the plugin-only binary built beside this one (the
+    // same code without the CLI and the agent), else this binary, which is the plugin too.
     let exe = std::env::current_exe()?;
+    let plugin = exe.with_file_name("ferrynet-cni");
+    let exe = if plugin.exists() { plugin } else { exe };
     let cni_path = format!(
         "{}:{REFERENCE_DIR}",
         exe.parent().unwrap_or(Path::new("/")).display()
