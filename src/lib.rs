@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod network;
+pub mod policy;
 pub mod probe;
 pub mod util;

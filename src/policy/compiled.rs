@@ -1,0 +1,114 @@
+//! The compiled view the nftables step renders: every distinct selector used anywhere (a
+//! policy's subject, or a peer of one of its rules), the endpoints it matches now, and who
+//! uses it. One address set per entry can then be shared by every rule that names the same
+//! selector; a new pod or a label change changes set members, never a rule. Plain data: no
+//! nftables types here.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::eval::{PolicySet, RuleRef};
+use super::inventory::Inventory;
+use super::model::{AdminPeers, AdminRuleView, PolicyKey, PolicyType};
+use super::selector::EndpointSelector;
+
+/// Where a selector is used.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase", tag = "as")]
+pub enum SelectorUse {
+    /// The endpoints a policy applies to (its podSelector or admin subject).
+    Subject { policy: PolicyKey },
+    /// Peer number `peer` of a rule.
+    Peer { rule: RuleRef, peer: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SelectorSet {
+    /// In canonical form: selectors that differ only in the order of their expressions or
+    /// values are one entry.
+    pub selector: EndpointSelector,
+    /// Endpoint ids, sorted.
+    pub members: Vec<String>,
+    /// Every address of the members, sorted (both families).
+    pub addresses: Vec<IpAddr>,
+    /// Sorted.
+    pub used_by: Vec<SelectorUse>,
+}
+
+/// The distinct selectors of `policies`, in canonical order, with their members in
+/// `inventory`.
+pub fn selector_sets(policies: &PolicySet, inventory: &Inventory) -> Vec<SelectorSet> {
+    let mut uses: BTreeMap<EndpointSelector, Vec<SelectorUse>> = BTreeMap::new();
+    let mut add = |selector: Option<EndpointSelector>, used: SelectorUse| {
+        if let Some(s) = selector {
+            uses.entry(s.canonical()).or_default().push(used);
+        }
+    };
+    for p in policies.network() {
+        let policy = p.key();
+        add(
+            Some(p.subject()),
+            SelectorUse::Subject {
+                policy: policy.clone(),
+            },
+        );
+        for direction in [PolicyType::Ingress, PolicyType::Egress] {
+            for (index, (peers, _)) in p.spec.rules(direction).into_iter().enumerate() {
+                for (peer, x) in peers.iter().enumerate() {
+                    let rule = RuleRef::new(&policy, direction, index, None);
+                    add(x.selector(p.namespace()), SelectorUse::Peer { rule, peer });
+                }
+            }
+        }
+    }
+    let admin = policies.admin().iter().map(|p| p.view());
+    let baseline = policies.baseline().map(|p| p.view());
+    for view in admin.chain(baseline) {
+        let policy = &view.key;
+        add(
+            view.subject.selector(),
+            SelectorUse::Subject {
+                policy: policy.clone(),
+            },
+        );
+        for direction in [PolicyType::Ingress, PolicyType::Egress] {
+            for (index, rule) in view.rules(direction).iter().enumerate() {
+                for (peer, selector) in admin_peer_selectors(rule).into_iter().enumerate() {
+                    let rule = RuleRef::new(policy, direction, index, rule.name);
+                    add(selector, SelectorUse::Peer { rule, peer });
+                }
+            }
+        }
+    }
+    uses.into_iter()
+        .map(|(selector, mut used_by)| {
+            used_by.sort();
+            let matching: Vec<_> = inventory
+                .endpoints()
+                .filter(|e| selector.matches(e, inventory))
+                .collect();
+            let mut addresses: Vec<IpAddr> = matching
+                .iter()
+                .flat_map(|e| e.addresses.iter().copied())
+                .collect();
+            addresses.sort();
+            addresses.dedup();
+            SelectorSet {
+                members: matching.iter().map(|e| e.id.clone()).collect(),
+                selector,
+                addresses,
+                used_by,
+            }
+        })
+        .collect()
+}
+
+/// Each peer's selector in peer order (`None` for a `networks` peer).
+fn admin_peer_selectors(rule: &AdminRuleView<'_>) -> Vec<Option<EndpointSelector>> {
+    match rule.peers {
+        AdminPeers::Ingress(from) => from.iter().map(|s| s.selector()).collect(),
+        AdminPeers::Egress(to) => to.iter().map(|p| p.selector()).collect(),
+    }
+}

@@ -1,0 +1,579 @@
+//! The reference evaluation: whether one flow (source, destination, protocol and port) is
+//! allowed, and which policy rule decided it (what `trace` and drop logs name). The nftables
+//! rules must agree with this on every flow; tests compare against it.
+//!
+//! A connection needs the egress side (at the source, when it is an endpoint) and the
+//! ingress side (at the destination, when it is an endpoint) to allow it; replies of an
+//! allowed connection ride conntrack and are not evaluated. Each side walks the tiers:
+//! 1. AdminNetworkPolicy, lowest `priority` first (equal priorities by name, so the order is
+//!    always the same; upstream leaves it undefined): the first rule that matches decides —
+//!    Allow or Deny — or with Pass skips the remaining admin policies.
+//! 2. NetworkPolicy: if any policy selecting the endpoint isolates that direction, only the
+//!    union of their rules allows (no match: denied, and the baseline is not consulted).
+//! 3. BaselineAdminNetworkPolicy: the first matching rule decides.
+//! 4. Nothing applies: allowed.
+//!
+//! Fixed exceptions: traffic from an endpoint's own host to it is always allowed (kubelet
+//! health checks), and so is an endpoint's traffic to itself (it never leaves its namespace,
+//! so no host rule could see it).
+//!
+//! ICMP (Kubernetes leaves it undefined): a rule that lists ports matches only TCP, UDP or
+//! SCTP to those ports, never ICMP; a rule without ports matches every protocol, ICMP
+//! included. So an isolated endpoint answers ping only where some rule allows the peer on
+//! all ports.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use super::inventory::{EndpointRecord, Inventory};
+use super::model::*;
+use super::PolicyError;
+
+/// Layer 4 of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum L4 {
+    Tcp(u16),
+    Udp(u16),
+    Sctp(u16),
+    /// ICMP or ICMPv6 (any type).
+    Icmp,
+}
+
+impl L4 {
+    /// The protocol and destination port; `None` for ICMP.
+    pub fn port(self) -> Option<(Protocol, u16)> {
+        match self {
+            L4::Tcp(p) => Some((Protocol::Tcp, p)),
+            L4::Udp(p) => Some((Protocol::Udp, p)),
+            L4::Sctp(p) => Some((Protocol::Sctp, p)),
+            L4::Icmp => None,
+        }
+    }
+}
+
+impl FromStr for L4 {
+    type Err = String;
+    /// `80/tcp`, `53/udp`, `9/sctp`, `80` (TCP), or `icmp`.
+    fn from_str(s: &str) -> Result<L4, String> {
+        if s.eq_ignore_ascii_case("icmp") {
+            return Ok(L4::Icmp);
+        }
+        let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{s:?}: expected PORT[/tcp|udp|sctp] or icmp"))?;
+        match proto.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(L4::Tcp(port)),
+            "udp" => Ok(L4::Udp(port)),
+            "sctp" => Ok(L4::Sctp(port)),
+            _ => Err(format!(
+                "{s:?}: unknown protocol {proto:?} (tcp, udp or sctp)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for L4 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port() {
+            Some((proto, port)) => write!(f, "{port}/{}", proto.to_string().to_lowercase()),
+            None => f.write_str("icmp"),
+        }
+    }
+}
+
+/// One end of a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowEnd {
+    /// An endpoint by id (its address of the other end's family, else its first).
+    Endpoint(String),
+    /// An address: an endpoint's if one has it, else outside the cluster's endpoints.
+    Address(IpAddr),
+    /// A host (node) by name and address: to an endpoint on that host, always allowed.
+    Host { node: String, address: IpAddr },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flow {
+    pub src: FlowEnd,
+    pub dst: FlowEnd,
+    pub l4: L4,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+/// A rule of a policy: what counters, traces and drop logs name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RuleRef {
+    pub policy: PolicyKey,
+    pub direction: Direction,
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl RuleRef {
+    pub fn new(
+        policy: &PolicyKey,
+        direction: Direction,
+        index: usize,
+        name: Option<&str>,
+    ) -> RuleRef {
+        RuleRef {
+            policy: policy.clone(),
+            direction,
+            index,
+            name: name.map(str::to_string),
+        }
+    }
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}[{}]", self.policy, self.direction, self.index)?;
+        if let Some(name) = &self.name {
+            write!(f, " {name:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why one side of a flow got its action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "by")]
+pub enum Reason {
+    /// This side is not an endpoint (an outside address or a host): nothing to police.
+    NotAnEndpoint,
+    /// From the destination's own host.
+    OwnHost,
+    /// An endpoint to itself.
+    SameEndpoint,
+    /// An AdminNetworkPolicy rule's Allow or Deny.
+    Admin { rule: RuleRef, priority: u32 },
+    /// A NetworkPolicy rule allowed it (the first in policy and rule order; others may too).
+    NetworkPolicy { rule: RuleRef },
+    /// Isolated by these NetworkPolicies, none of whose rules allows it.
+    Isolated { policies: Vec<PolicyKey> },
+    /// A BaselineAdminNetworkPolicy rule.
+    Baseline { rule: RuleRef },
+    /// No policy applies: Kubernetes' default allow.
+    NoPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SideVerdict {
+    pub action: Action,
+    pub reason: Reason,
+    /// The admin rule whose Pass sent the decision on to NetworkPolicy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passed_by: Option<RuleRef>,
+}
+
+impl SideVerdict {
+    fn new(action: Action, reason: Reason) -> SideVerdict {
+        SideVerdict {
+            action,
+            reason,
+            passed_by: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub action: Action,
+    pub egress: SideVerdict,
+    pub ingress: SideVerdict,
+}
+
+impl Verdict {
+    /// The side that decided: the denying one (egress first, as the packet meets it first);
+    /// when allowed, the ingress side unless only the egress side had a policy to say so.
+    pub fn deciding_side(&self) -> (Direction, &SideVerdict) {
+        let quiet = |s: &SideVerdict| matches!(s.reason, Reason::NotAnEndpoint | Reason::NoPolicy);
+        if self.egress.action == Action::Deny
+            || (self.ingress.action == Action::Allow
+                && quiet(&self.ingress)
+                && !quiet(&self.egress))
+        {
+            (PolicyType::Egress, &self.egress)
+        } else {
+            (PolicyType::Ingress, &self.ingress)
+        }
+    }
+}
+
+/// Every policy in force, in evaluation order.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    admin: Vec<AdminNetworkPolicy>,
+    network: Vec<NetworkPolicy>,
+    baseline: Option<BaselineAdminNetworkPolicy>,
+}
+
+impl PolicySet {
+    pub fn new(policies: impl IntoIterator<Item = Policy>) -> PolicySet {
+        let mut set = PolicySet::default();
+        for p in policies {
+            match p {
+                Policy::Network(p) => set.network.push(p),
+                Policy::Admin(p) => set.admin.push(p),
+                Policy::Baseline(p) => set.baseline = Some(p),
+            }
+        }
+        set.admin.sort_by(|a, b| {
+            (a.spec.priority, &a.metadata.name).cmp(&(b.spec.priority, &b.metadata.name))
+        });
+        set.network.sort_by_key(NetworkPolicy::key);
+        set
+    }
+
+    /// Admin policies in evaluation order.
+    pub fn admin(&self) -> &[AdminNetworkPolicy] {
+        &self.admin
+    }
+
+    /// NetworkPolicies by namespace and name.
+    pub fn network(&self) -> &[NetworkPolicy] {
+        &self.network
+    }
+
+    pub fn baseline(&self) -> Option<&BaselineAdminNetworkPolicy> {
+        self.baseline.as_ref()
+    }
+}
+
+/// A flow end once looked up.
+#[derive(Debug, Clone, Copy)]
+enum End<'a> {
+    Pod {
+        endpoint: &'a EndpointRecord,
+        address: Option<IpAddr>,
+    },
+    Outside {
+        address: IpAddr,
+        host: Option<&'a str>,
+    },
+}
+
+impl<'a> End<'a> {
+    fn endpoint(self) -> Option<&'a EndpointRecord> {
+        match self {
+            End::Pod { endpoint, .. } => Some(endpoint),
+            End::Outside { .. } => None,
+        }
+    }
+
+    fn address(self) -> Option<IpAddr> {
+        match self {
+            End::Pod { address, .. } => address,
+            End::Outside { address, .. } => Some(address),
+        }
+    }
+}
+
+fn explicit_address(end: &FlowEnd) -> Option<IpAddr> {
+    match end {
+        FlowEnd::Endpoint(_) => None,
+        FlowEnd::Address(a) | FlowEnd::Host { address: a, .. } => Some(*a),
+    }
+}
+
+fn resolve<'a>(
+    end: &'a FlowEnd,
+    other: Option<IpAddr>,
+    inventory: &'a Inventory,
+) -> Result<End<'a>, PolicyError> {
+    Ok(match end {
+        FlowEnd::Endpoint(id) => {
+            let endpoint = inventory
+                .endpoint(id)
+                .ok_or_else(|| PolicyError::UnknownEndpoint(id.clone()))?;
+            let address = other
+                .and_then(|o| endpoint.address_like(o))
+                .or_else(|| endpoint.addresses.first().copied());
+            End::Pod { endpoint, address }
+        }
+        FlowEnd::Address(a) => match inventory.endpoint_by_address(*a) {
+            Some(endpoint) => End::Pod {
+                endpoint,
+                address: Some(*a),
+            },
+            None => End::Outside {
+                address: *a,
+                host: None,
+            },
+        },
+        FlowEnd::Host { node, address } => End::Outside {
+            address: *address,
+            host: Some(node),
+        },
+    })
+}
+
+/// The verdict on `flow` under `policies` (see the module's comment for the rules).
+pub fn evaluate(
+    policies: &PolicySet,
+    inventory: &Inventory,
+    flow: &Flow,
+) -> Result<Verdict, PolicyError> {
+    let src = resolve(&flow.src, explicit_address(&flow.dst), inventory)?;
+    let dst = resolve(&flow.dst, explicit_address(&flow.src), inventory)?;
+    let ctx = Context {
+        inventory,
+        l4: flow.l4,
+        dst,
+    };
+    if let (Some(s), Some(d)) = (src.endpoint(), dst.endpoint()) {
+        if s.id == d.id {
+            let same = SideVerdict::new(Action::Allow, Reason::SameEndpoint);
+            return Ok(Verdict {
+                action: Action::Allow,
+                egress: same.clone(),
+                ingress: same,
+            });
+        }
+    }
+    let egress = match src.endpoint() {
+        Some(subject) => ctx.side(policies, PolicyType::Egress, subject, dst),
+        None => SideVerdict::new(Action::Allow, Reason::NotAnEndpoint),
+    };
+    let ingress = match (dst.endpoint(), src) {
+        (
+            Some(subject),
+            End::Outside {
+                host: Some(node), ..
+            },
+        ) if node == subject.host => SideVerdict::new(Action::Allow, Reason::OwnHost),
+        (Some(subject), _) => ctx.side(policies, PolicyType::Ingress, subject, src),
+        (None, _) => SideVerdict::new(Action::Allow, Reason::NotAnEndpoint),
+    };
+    let action = if egress.action == Action::Allow && ingress.action == Action::Allow {
+        Action::Allow
+    } else {
+        Action::Deny
+    };
+    Ok(Verdict {
+        action,
+        egress,
+        ingress,
+    })
+}
+
+/// What every rule match needs besides the rule: named ports resolve on the destination.
+struct Context<'a> {
+    inventory: &'a Inventory,
+    l4: L4,
+    dst: End<'a>,
+}
+
+impl Context<'_> {
+    /// One side: `subject` is the endpoint whose policies apply, `peer` the other end.
+    fn side(
+        &self,
+        policies: &PolicySet,
+        direction: Direction,
+        subject: &EndpointRecord,
+        peer: End<'_>,
+    ) -> SideVerdict {
+        let mut passed_by = None;
+        for anp in policies.admin() {
+            let Some((rule, action)) =
+                self.first_admin_match(&anp.view(), direction, subject, peer)
+            else {
+                continue;
+            };
+            let action = match action {
+                AdminAction::Allow => Action::Allow,
+                AdminAction::Deny => Action::Deny,
+                AdminAction::Pass => {
+                    passed_by = Some(rule);
+                    break;
+                }
+            };
+            let priority = anp.spec.priority;
+            return SideVerdict::new(action, Reason::Admin { rule, priority });
+        }
+        let mut verdict = self
+            .network_policies(policies, direction, subject, peer)
+            .or_else(|| self.baseline(policies, direction, subject, peer))
+            .unwrap_or_else(|| SideVerdict::new(Action::Allow, Reason::NoPolicy));
+        verdict.passed_by = passed_by;
+        verdict
+    }
+
+    /// `None` when no NetworkPolicy isolates `subject` in `direction`.
+    fn network_policies(
+        &self,
+        policies: &PolicySet,
+        direction: Direction,
+        subject: &EndpointRecord,
+        peer: End<'_>,
+    ) -> Option<SideVerdict> {
+        let isolating: Vec<&NetworkPolicy> = policies
+            .network()
+            .iter()
+            .filter(|p| p.spec.isolates(direction) && p.subject().matches(subject, self.inventory))
+            .collect();
+        if isolating.is_empty() {
+            return None;
+        }
+        for p in &isolating {
+            let namespace = p.namespace();
+            for (index, (peers, ports)) in p.spec.rules(direction).into_iter().enumerate() {
+                let peer_ok = peers.is_empty()
+                    || peers
+                        .iter()
+                        .any(|x| self.network_peer_matches(x, namespace, peer));
+                let port_ok =
+                    ports.is_empty() || ports.iter().any(|x| self.network_port_matches(x));
+                if peer_ok && port_ok {
+                    let rule = RuleRef::new(&p.key(), direction, index, None);
+                    return Some(SideVerdict::new(
+                        Action::Allow,
+                        Reason::NetworkPolicy { rule },
+                    ));
+                }
+            }
+        }
+        let policies = isolating.iter().map(|p| p.key()).collect();
+        Some(SideVerdict::new(
+            Action::Deny,
+            Reason::Isolated { policies },
+        ))
+    }
+
+    fn baseline(
+        &self,
+        policies: &PolicySet,
+        direction: Direction,
+        subject: &EndpointRecord,
+        peer: End<'_>,
+    ) -> Option<SideVerdict> {
+        let banp = policies.baseline()?;
+        let (rule, action) = self.first_admin_match(&banp.view(), direction, subject, peer)?;
+        let action = match action {
+            AdminAction::Deny => Action::Deny,
+            // Baseline rules are Allow or Deny (Pass is refused when parsing).
+            AdminAction::Allow | AdminAction::Pass => Action::Allow,
+        };
+        Some(SideVerdict::new(action, Reason::Baseline { rule }))
+    }
+
+    /// The first rule of an admin policy selecting `subject` that matches the flow.
+    fn first_admin_match(
+        &self,
+        policy: &AdminPolicyView<'_>,
+        direction: Direction,
+        subject: &EndpointRecord,
+        peer: End<'_>,
+    ) -> Option<(RuleRef, AdminAction)> {
+        if !selects(policy.subject.selector(), subject, self.inventory) {
+            return None;
+        }
+        let (index, rule) = policy
+            .rules(direction)
+            .iter()
+            .enumerate()
+            .find(|(_, r)| self.admin_rule_matches(r, peer))?;
+        let rule_ref = RuleRef::new(&policy.key, direction, index, rule.name);
+        Some((rule_ref, rule.action))
+    }
+
+    fn network_peer_matches(
+        &self,
+        peer: &NetworkPolicyPeer,
+        namespace: &str,
+        end: End<'_>,
+    ) -> bool {
+        if let Some(block) = &peer.ip_block {
+            return end.address().is_some_and(|a| block.contains(a));
+        }
+        end.endpoint()
+            .is_some_and(|e| selects(peer.selector(namespace), e, self.inventory))
+    }
+
+    fn network_port_matches(&self, port: &NetworkPolicyPort) -> bool {
+        let Some((protocol, number)) = self.l4.port() else {
+            return false;
+        };
+        if port.protocol() != protocol {
+            return false;
+        }
+        match &port.port {
+            None => true,
+            Some(PortRef::Number(start)) => {
+                (*start..=port.end_port.unwrap_or(*start)).contains(&number)
+            }
+            Some(PortRef::Name(name)) => self.named_port_matches(name, protocol, number),
+        }
+    }
+
+    fn admin_rule_matches(&self, rule: &AdminRuleView<'_>, peer: End<'_>) -> bool {
+        let peer_ok = match rule.peers {
+            AdminPeers::Ingress(from) => from.iter().any(|s| {
+                peer.endpoint()
+                    .is_some_and(|e| selects(s.selector(), e, self.inventory))
+            }),
+            AdminPeers::Egress(to) => to.iter().any(|p| match &p.networks {
+                Some(networks) => peer
+                    .address()
+                    .is_some_and(|a| networks.iter().any(|n| n.0.contains(&a))),
+                None => peer
+                    .endpoint()
+                    .is_some_and(|e| selects(p.selector(), e, self.inventory)),
+            }),
+        };
+        let ports_ok = match rule.ports {
+            None => true,
+            Some(ports) => ports.iter().any(|p| self.admin_port_matches(p)),
+        };
+        peer_ok && ports_ok
+    }
+
+    fn admin_port_matches(&self, port: &AdminPort) -> bool {
+        let Some((protocol, number)) = self.l4.port() else {
+            return false;
+        };
+        if let Some(p) = &port.port_number {
+            return p.protocol.unwrap_or(Protocol::Tcp) == protocol && p.port == number;
+        }
+        if let Some(name) = &port.named_port {
+            return self.named_port_matches(name, protocol, number);
+        }
+        if let Some(r) = &port.port_range {
+            return r.protocol.unwrap_or(Protocol::Tcp) == protocol
+                && (r.start..=r.end).contains(&number);
+        }
+        false
+    }
+
+    /// A named port resolves on the destination endpoint, for egress rules too; to an
+    /// outside address it never matches.
+    fn named_port_matches(&self, name: &str, protocol: Protocol, number: u16) -> bool {
+        self.dst.endpoint().is_some_and(|e| {
+            e.named_ports
+                .iter()
+                .any(|p| p.name == name && p.protocol == protocol && p.port == number)
+        })
+    }
+}
+
+/// A selector that could not be built (an invalid object) selects nothing, so that a bad
+/// record can never widen what a policy allows.
+fn selects(
+    selector: Option<super::selector::EndpointSelector>,
+    endpoint: &EndpointRecord,
+    inventory: &Inventory,
+) -> bool {
+    selector.is_some_and(|s| s.matches(endpoint, inventory))
+}
