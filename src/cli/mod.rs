@@ -6,7 +6,9 @@ mod bgp;
 mod demo;
 mod docker;
 mod network;
+mod policy;
 mod run;
+mod store;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +62,15 @@ enum Command {
     /// BGP (backend bgp): the sessions and prefixes of this host's BIRD.
     #[command(subcommand)]
     Bgp(bgp::BgpCmd),
+    /// Network policies (Kubernetes NetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy).
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
+    /// Namespaces' labels, which policies' namespace selectors match.
+    #[command(subcommand)]
+    Namespace(policy::NamespaceCmd),
+    /// Endpoints' labels, which policies' pod selectors match.
+    #[command(subcommand)]
+    Endpoint(policy::EndpointCmd),
 }
 
 #[derive(clap::Args)]
@@ -116,6 +127,9 @@ pub fn main() -> ExitCode {
         Command::Agent(a) => agent::run(*a, &state).map(|_| ExitCode::SUCCESS),
         Command::Bgp(c) => bgp::run(c, &state).map(|_| ExitCode::SUCCESS),
         Command::DockerPlugin(a) => docker::run(a, &state).map(|_| ExitCode::SUCCESS),
+        Command::Policy(c) => policy::run(&state, c).map(|_| ExitCode::SUCCESS),
+        Command::Namespace(c) => policy::run_namespace(&state, c).map(|_| ExitCode::SUCCESS),
+        Command::Endpoint(c) => policy::run_endpoint(&state, c).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -169,6 +169,25 @@ pub enum Reason {
     NoPolicy,
 }
 
+impl fmt::Display for Reason {
+    /// One line for people (trace, drop logs, `policy eval`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::NotAnEndpoint => f.write_str("not an endpoint (no policy applies)"),
+            Reason::OwnHost => f.write_str("from the endpoint's own host (always allowed)"),
+            Reason::SameEndpoint => f.write_str("an endpoint to itself (always allowed)"),
+            Reason::Admin { rule, priority } => write!(f, "{rule} (priority {priority})"),
+            Reason::NetworkPolicy { rule } => write!(f, "{rule}"),
+            Reason::Isolated { policies } => {
+                let names: Vec<String> = policies.iter().map(|p| p.to_string()).collect();
+                write!(f, "isolated by {}; no rule allows it", names.join(", "))
+            }
+            Reason::Baseline { rule } => write!(f, "{rule}"),
+            Reason::NoPolicy => f.write_str("no policy selects it (default allow)"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SideVerdict {
     pub action: Action,
