@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::eval::{PolicySet, RuleRef};
-use super::inventory::Inventory;
-use super::model::{AdminPeers, AdminRuleView, PolicyKey, PolicyType};
+use super::inventory::{EndpointRecord, Inventory};
+use super::model::{AdminPeers, AdminRuleView, Direction, PolicyKey, PolicyType};
 use super::selector::EndpointSelector;
 
 /// Where a selector is used.
@@ -111,4 +111,73 @@ fn admin_peer_selectors(rule: &AdminRuleView<'_>) -> Vec<Option<EndpointSelector
         AdminPeers::Ingress(from) => from.iter().map(|s| s.selector()).collect(),
         AdminPeers::Egress(to) => to.iter().map(|p| p.selector()).collect(),
     }
+}
+
+/// The policies that apply to one endpoint in each direction, in evaluation order (admin by
+/// priority, the NetworkPolicies that isolate it, the baseline): what its entry in a
+/// per-endpoint verdict map dispatches to. A NetworkPolicy without rules is listed too (it
+/// isolates); an admin policy without rules in a direction is not (it decides nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EndpointPolicies {
+    pub ingress: Vec<PolicyKey>,
+    pub egress: Vec<PolicyKey>,
+}
+
+impl EndpointPolicies {
+    pub fn direction(&self, direction: Direction) -> &[PolicyKey] {
+        match direction {
+            PolicyType::Ingress => &self.ingress,
+            PolicyType::Egress => &self.egress,
+        }
+    }
+}
+
+/// Endpoint id → the policies applying to it; endpoints no policy applies to are left out.
+pub fn endpoint_policies(
+    policies: &PolicySet,
+    inventory: &Inventory,
+) -> BTreeMap<String, EndpointPolicies> {
+    let mut out = BTreeMap::new();
+    for endpoint in inventory.endpoints() {
+        let mut applying = EndpointPolicies::default();
+        for direction in [PolicyType::Ingress, PolicyType::Egress] {
+            let list = match direction {
+                PolicyType::Ingress => &mut applying.ingress,
+                PolicyType::Egress => &mut applying.egress,
+            };
+            let admin = policies.admin().iter().map(|p| p.view());
+            for view in admin {
+                if admin_applies(&view, direction, endpoint, inventory) {
+                    list.push(view.key.clone());
+                }
+            }
+            for p in policies.network() {
+                if p.spec.isolates(direction) && p.subject().matches(endpoint, inventory) {
+                    list.push(p.key());
+                }
+            }
+            if let Some(view) = policies.baseline().map(|p| p.view()) {
+                if admin_applies(&view, direction, endpoint, inventory) {
+                    list.push(view.key.clone());
+                }
+            }
+        }
+        if applying != EndpointPolicies::default() {
+            out.insert(endpoint.id.clone(), applying);
+        }
+    }
+    out
+}
+
+fn admin_applies(
+    view: &super::model::AdminPolicyView<'_>,
+    direction: Direction,
+    endpoint: &EndpointRecord,
+    inventory: &Inventory,
+) -> bool {
+    !view.rules(direction).is_empty()
+        && view
+            .subject
+            .selector()
+            .is_some_and(|s| s.matches(endpoint, inventory))
 }

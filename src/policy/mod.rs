@@ -15,19 +15,21 @@
 //! | `parse` | YAML/JSON documents into validated policies |
 //! | `selector` | label selectors, `EndpointSelector` (namespaces × pods), label syntax |
 //! | `inventory` | endpoints and namespaces as policies see them; kubectl label changes |
-//! | `eval` | the verdict on one flow and the rule that decided it |
-//! | `compiled` | the distinct selectors with their members and users (for address sets) |
+//! | `flow` | a flow and its verdict: the rule that decided each side |
+//! | `eval` | the policy set in evaluation order, and the evaluation of one flow |
+//! | `compiled` | the distinct selectors with their members and users (for address sets), and the policies applying to each endpoint (for verdict maps) |
 
 pub mod admin;
 pub mod compiled;
 pub mod eval;
+pub mod flow;
 pub mod inventory;
 pub mod model;
 pub mod parse;
 pub mod selector;
 pub mod validate;
 
-pub use compiled::{selector_sets, SelectorSet, SelectorUse};
+pub use compiled::{endpoint_policies, selector_sets, EndpointPolicies, SelectorSet, SelectorUse};
 pub use eval::{
     evaluate, Action, Flow, FlowEnd, PolicySet, Reason, RuleRef, SideVerdict, Verdict, L4,
 };

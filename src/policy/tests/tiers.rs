@@ -2,6 +2,7 @@
 //! the parent module.
 
 use super::*;
+use crate::policy::model::PolicyType;
 
 #[test]
 fn admin_deny_overrides_a_network_policy_allow() {
@@ -217,4 +218,25 @@ fn compiled_view_shares_one_set_per_distinct_selector() {
         .used_by
         .iter()
         .any(|u| matches!(u, SelectorUse::Peer { peer: 1, .. })));
+}
+
+#[test]
+fn endpoint_dispatch_lists_applying_policies_in_evaluation_order() {
+    let yaml = anp("late", "  priority: 50\n  subject: {namespaces: {matchLabels: {ns: x}}}\n  ingress: [{action: Deny, from: [{namespaces: {}}]}]")
+        + &anp("early", "  priority: 1\n  subject: {namespaces: {}}\n  ingress: [{action: Allow, from: [{namespaces: {}}]}]\n  egress: [{action: Allow, to: [{namespaces: {}}]}]")
+        + &np("x", "deny", "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Ingress]")
+        + &banp("  subject: {namespaces: {matchLabels: {ns: x}}}\n  egress: [{action: Deny, to: [{networks: [0.0.0.0/0]}]}]");
+    let map = endpoint_policies(&policies(&yaml), &fixture());
+    let names = |keys: &[PolicyKey]| keys.iter().map(|k| k.short_name()).collect::<Vec<_>>();
+    let xa = &map["x-a"];
+    assert_eq!(names(&xa.ingress), ["early", "late", "x/deny"]);
+    assert_eq!(
+        names(xa.direction(PolicyType::Egress)),
+        ["early", "default"]
+    );
+    assert_eq!(names(&map["x-b"].ingress), ["early", "late"]);
+    assert_eq!(names(&map["y-a"].ingress), ["early"]);
+    assert!(map["y-a"].egress.iter().all(|k| k.short_name() == "early"));
+    // With no policy at all, no endpoint needs dispatch.
+    assert!(endpoint_policies(&PolicySet::default(), &fixture()).is_empty());
 }
