@@ -112,6 +112,10 @@ pub struct AdminEgressPeer {
     pub pods: Option<NamespacedPods>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub networks: Option<Vec<Cidr>>,
+    /// Upstream's node peer: read so that validation can say why it is refused (hosts carry
+    /// no labels here yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<LabelSelector>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

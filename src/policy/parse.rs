@@ -400,6 +400,13 @@ spec:
             "{msg}"
         );
         let msg = error_of(&anp(
+            "  priority: 1\n  subject: {namespaces: {}}\n  egress:\n  - {action: Allow, to: [{nodes: {}}]}\n",
+        ));
+        assert!(
+            msg.contains("spec.egress[0].to[0].nodes: node peers are not supported"),
+            "{msg}"
+        );
+        let msg = error_of(&anp(
             "  priority: 1\n  subject: {namespaces: {}}\n  egress:\n  - {action: Allow, to: [{networks: [1.2.3.0/24]}], ports: [{portRange: {start: 9, end: 8}}]}\n",
         ));
         assert!(

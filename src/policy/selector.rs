@@ -158,9 +158,9 @@ impl AdminSelection {
 }
 
 impl AdminEgressPeer {
-    /// As [`AdminSelection::selector`]; `None` for a `networks` peer.
+    /// As [`AdminSelection::selector`]; `None` for a `networks` (or `nodes`) peer.
     pub fn selector(&self) -> Option<EndpointSelector> {
-        if self.networks.is_some() {
+        if self.networks.is_some() || self.nodes.is_some() {
             return None;
         }
         AdminSelection {

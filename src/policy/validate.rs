@@ -330,6 +330,12 @@ fn admin_list_size(path: &str, len: usize) -> Checked {
 }
 
 fn admin_egress_peer(path: &str, peer: &AdminEgressPeer) -> Checked {
+    if peer.nodes.is_some() {
+        return fail(
+            format!("{path}.nodes"),
+            "node peers are not supported (hosts carry no labels): use networks with the hosts' addresses",
+        );
+    }
     match (&peer.namespaces, &peer.pods, &peer.networks) {
         (Some(ns), None, None) => selector(&format!("{path}.namespaces"), ns),
         (None, Some(pods), None) => namespaced_pods(&format!("{path}.pods"), pods),
