@@ -20,4 +20,6 @@ pub mod netns;
 pub mod network;
 pub mod policy;
 pub mod probe;
+pub mod topology;
+pub mod trace;
 pub mod util;

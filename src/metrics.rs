@@ -10,6 +10,10 @@ pub struct Metrics {
     pub peers_vxlan: AtomicU64,
     pub peers_direct: AtomicU64,
     pub peers_bgp: AtomicU64,
+    /// The same for the peers' IPv6 subnets (dual-stack clusters).
+    pub peers6_vxlan: AtomicU64,
+    pub peers6_direct: AtomicU64,
+    pub peers6_bgp: AtomicU64,
     /// Peers host-gw cannot reach directly (never routed).
     pub peers_refused: AtomicU64,
     pub reconciles: AtomicU64,
@@ -25,19 +29,22 @@ impl Metrics {
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
-        out.push_str("# HELP ferrynet_peers Peers routed, by path.\n# TYPE ferrynet_peers gauge\n");
-        out.push_str(&format!(
-            "ferrynet_peers{{path=\"vxlan\"}} {}\n",
-            g(&self.peers_vxlan)
-        ));
-        out.push_str(&format!(
-            "ferrynet_peers{{path=\"direct\"}} {}\n",
-            g(&self.peers_direct)
-        ));
-        out.push_str(&format!(
-            "ferrynet_peers{{path=\"bgp\"}} {}\n",
-            g(&self.peers_bgp)
-        ));
+        out.push_str(
+            "# HELP ferrynet_peers Peers whose subnet is routed, by address family and path.\n# TYPE ferrynet_peers gauge\n",
+        );
+        for (family, path, value) in [
+            ("ipv4", "vxlan", &self.peers_vxlan),
+            ("ipv4", "direct", &self.peers_direct),
+            ("ipv4", "bgp", &self.peers_bgp),
+            ("ipv6", "vxlan", &self.peers6_vxlan),
+            ("ipv6", "direct", &self.peers6_direct),
+            ("ipv6", "bgp", &self.peers6_bgp),
+        ] {
+            out.push_str(&format!(
+                "ferrynet_peers{{family=\"{family}\",path=\"{path}\"}} {}\n",
+                g(value)
+            ));
+        }
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
@@ -85,10 +92,14 @@ impl Metrics {
             "Lease renewals.",
             g(&self.lease_renewals),
         );
-        let subnet = self.subnet.lock().map(|s| s.clone()).unwrap_or_default();
-        out.push_str(&format!(
-            "# HELP ferrynet_lease_info This host's subnet.\n# TYPE ferrynet_lease_info gauge\nferrynet_lease_info{{subnet=\"{subnet}\"}} 1\n"
-        ));
+        let subnets = self.subnet.lock().map(|s| s.clone()).unwrap_or_default();
+        out.push_str("# HELP ferrynet_lease_info This host's subnets, one per address family.\n# TYPE ferrynet_lease_info gauge\n");
+        for subnet in subnets.split(',').filter(|s| !s.is_empty()) {
+            let family = if subnet.contains(':') { "ipv6" } else { "ipv4" };
+            out.push_str(&format!(
+                "ferrynet_lease_info{{family=\"{family}\",subnet=\"{subnet}\"}} 1\n"
+            ));
+        }
         out
     }
 }
@@ -112,4 +123,29 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketA
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_and_subnets_are_shown_per_family() {
+        let m = Metrics::default();
+        m.peers_vxlan.store(2, Ordering::Relaxed);
+        m.peers6_vxlan.store(2, Ordering::Relaxed);
+        m.peers6_direct.store(1, Ordering::Relaxed);
+        *m.subnet.lock().unwrap() = "10.244.1.0/24,fd00:244:0:1::/64".into();
+        let out = m.render();
+        for line in [
+            "ferrynet_peers{family=\"ipv4\",path=\"vxlan\"} 2",
+            "ferrynet_peers{family=\"ipv6\",path=\"vxlan\"} 2",
+            "ferrynet_peers{family=\"ipv6\",path=\"direct\"} 1",
+            "ferrynet_peers{family=\"ipv4\",path=\"bgp\"} 0",
+            "ferrynet_lease_info{family=\"ipv4\",subnet=\"10.244.1.0/24\"} 1",
+            "ferrynet_lease_info{family=\"ipv6\",subnet=\"fd00:244:0:1::/64\"} 1",
+        ] {
+            assert!(out.contains(line), "{line} in\n{out}");
+        }
+    }
 }

@@ -264,7 +264,28 @@ fn ibgp_full_mesh_survives_an_agent_restart() {
     assert_eq!(status["sessions"].as_array().unwrap().len(), 2, "{status}");
     assert_eq!(status["sessions"][0]["description"], "node1");
 
-    let (a, _b, target) = pod_pair(&hosts[0], &hosts[1]);
+    let (a, b, target) = pod_pair(&hosts[0], &hosts[1]);
+    // trace names the BIRD route and follows the packet onto host 1, into b.
+    let out = hosts[0].ferrynet(&[
+        "trace",
+        &a.name,
+        &target,
+        "--host",
+        &hosts[1].ns.name,
+        "--json",
+    ]);
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let t = &t[0];
+    assert_eq!(t["verdict"], "delivered", "{t:#}");
+    assert_eq!(t["to"], format!("{} eth0", b.name));
+    let host_route = t["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["at"] == hosts[0].ns.name.as_str() && h["kind"] == "route")
+        .unwrap();
+    assert_eq!(host_route["facts"]["protocol"], "bird (BGP)", "{t:#}");
+    assert_eq!(host_route["facts"]["gateway"], "10.200.0.12");
 
     let pid = bird_pid(&hosts[1]);
     let ping = ContinuousPing::start(&a, &target, "0.01");

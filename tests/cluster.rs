@@ -340,7 +340,7 @@ fn host_gw_refuses_peers_behind_a_router() {
     });
     assert!(metrics.contains("ferrynet_peers_refused 1"), "{metrics}");
     assert!(
-        metrics.contains("ferrynet_peers{path=\"direct\"} 1"),
+        metrics.contains("ferrynet_peers{family=\"ipv4\",path=\"direct\"} 1"),
         "{metrics}"
     );
     assert!(metrics.contains("ferrynet_store_up 1"), "{metrics}");

@@ -528,6 +528,7 @@ fn bench_quick_harness_runs_and_writes_its_table_json_and_chart() {
     for needle in [
         "| ferrynet attach |",
         "| floor: same netlink in-process |",
+        "| ferrynet trace container → container |",
         // ferrynet's own CNI rows run without the reference plugins too.
         "| CNI ADD: ferrynet |",
         "| CNI ADD + 1 port: ferrynet |",

@@ -225,6 +225,12 @@ impl<'a> Reconciler<'a> {
             .store(report.direct_peers as u64, Ordering::Relaxed);
         m.peers_bgp
             .store(report.bgp_peers as u64, Ordering::Relaxed);
+        m.peers6_vxlan
+            .store(report.vxlan_peers6 as u64, Ordering::Relaxed);
+        m.peers6_direct
+            .store(report.direct_peers6 as u64, Ordering::Relaxed);
+        m.peers6_bgp
+            .store(report.bgp_peers6 as u64, Ordering::Relaxed);
         m.peers_refused
             .store(report.refused.len() as u64, Ordering::Relaxed);
         m.dataplane_changes

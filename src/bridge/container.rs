@@ -44,21 +44,12 @@ pub(super) fn configure_container(ep: &Endpoint) -> Result<(u32, u32), DriverErr
             .map_err(nl("add container IPv6 address"))?;
     }
     // No kernel-made link-local address: an IPv4 network's container has no IPv6 at all (no
-    // DAD, no multicast on the bridge); an IPv6 one only the addresses above. No SLAAC
-    // either, whatever an advertisement said (ferrynet drops advertisements from containers
-    // and the host sends none).
+    // DAD, no multicast on the bridge); an IPv6 one only the addresses above. addr_gen_mode
+    // none does not stop SLAAC: that no router advertisement ever reaches a container is the
+    // bridge table's job (see the firewall's table script), which costs no per-container
+    // sysctl write.
     h.set_up_static(link.index, None)
         .map_err(nl("set container interface up"))?;
-    if ep.ip6.is_some() {
-        // addr_gen_mode none stops the link-local address, not SLAAC: without this an
-        // advertisement from the host's side (a radvd on the bridge) would add addresses and
-        // a default route. Containers never take router advertisements.
-        let key = format!("net/ipv6/conf/{}/accept_ra", ep.ifname);
-        crate::netns::write_sysctl(&key, "0").map_err(|source| DriverError::Io {
-            path: std::path::Path::new("/proc/sys").join(&key),
-            source,
-        })?;
-    }
     h.set_up(1).map_err(nl("set lo up"))?;
     for r in &ep.routes {
         let added = match (r.dst, next_hop(ep, r)) {

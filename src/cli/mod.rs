@@ -9,6 +9,7 @@ mod network;
 mod policy;
 mod run;
 mod store;
+mod trace;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,12 @@ enum Command {
     /// Endpoints' labels, which policies' pod selectors match.
     #[command(subcommand)]
     Endpoint(policy::EndpointCmd),
+    /// How a packet gets from one place to another, hop by hop, from the live kernel state,
+    /// and where it stops (exit status 1 when it is dropped).
+    Trace(trace::TraceArgs),
+    /// Every host namespace's bridges, ports, containers, tunnels, peer routes and published
+    /// ports, as a tree, JSON or an SVG picture.
+    Topology(trace::TopologyArgs),
 }
 
 #[derive(clap::Args)]
@@ -130,6 +137,8 @@ pub fn main() -> ExitCode {
         Command::Policy(c) => policy::run(&state, c).map(|_| ExitCode::SUCCESS),
         Command::Namespace(c) => policy::run_namespace(&state, c).map(|_| ExitCode::SUCCESS),
         Command::Endpoint(c) => policy::run_endpoint(&state, c).map(|_| ExitCode::SUCCESS),
+        Command::Trace(a) => trace::run(a, &state),
+        Command::Topology(a) => trace::topology(a, &state).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -24,6 +24,7 @@
 mod encoding;
 mod nftnl;
 mod port;
+mod query;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -36,8 +37,11 @@ use crate::netlink::NetlinkError;
 use encoding::*;
 pub use nftnl::{Element, Nftnl, Set, NFPROTO_BRIDGE, NFPROTO_INET};
 pub use port::{PortMapping, Protocol};
+pub use query::{GuardVerdict, Isolation};
 
 pub const TABLE: &str = "ferrynet";
+/// The chain the table script added last (see [`Firewall::ensure_network`]).
+const NEWEST_CHAIN: &str = "output";
 const PORTS_MAP: Set = Set {
     family: NFPROTO_INET,
     name: "ports",
@@ -227,6 +231,12 @@ pub struct NetworkRules {
 ///   NS, 8 in an RS). A DAD NS carries no such option (a nonce instead), and receivers
 ///   ignore it there.
 ///
+/// Router advertisements never reach a container, whoever sends them (a container of a
+/// network without anti-spoofing, a radvd on the host's side of the bridge): the bridge's
+/// forward and output hooks drop them towards every ferrynet port (`vf` + 12 hex digits), so
+/// no container takes a default route or a SLAAC address from one. This replaces an
+/// `accept_ra=0` write per container, which cost ~0.25 ms of each attach.
+///
 /// The ND field matches are raw (`@th,...`): nft 1.0.6 has no `icmpv6 taddr`. A field the
 /// packet is too short for does not match, so an NA without options passes the option
 /// checks. Fragmented ND is dropped by Linux receivers (RFC 6980), so it needs no rule.
@@ -279,8 +289,14 @@ add set bridge ferrynet nd_targets { typeof iifname . @th,64,128; }
 add set bridge ferrynet nd_macs { typeof iifname . @th,208,48; }
 add chain bridge ferrynet prerouting { type filter hook prerouting priority -300; policy accept; }
 add chain bridge ferrynet guard6
+add chain bridge ferrynet forward { type filter hook forward priority -300; policy accept; }
+add chain bridge ferrynet output { type filter hook output priority -300; policy accept; }
 flush chain bridge ferrynet prerouting
 flush chain bridge ferrynet guard6
+flush chain bridge ferrynet forward
+flush chain bridge ferrynet output
+add rule bridge ferrynet forward ether type ip6 icmpv6 type nd-router-advert oifname "vf*" drop
+add rule bridge ferrynet output ether type ip6 icmpv6 type nd-router-advert oifname "vf*" drop
 add rule bridge ferrynet prerouting iifname != @ports accept
 add rule bridge ferrynet prerouting iifname . ether saddr != @port_macs drop
 add rule bridge ferrynet prerouting ether type ip6 jump guard6
@@ -349,7 +365,9 @@ impl Firewall {
             Err(e) if e.is(libc::ENOENT) => false,
             Err(e) => return Err(e.into()),
         };
-        if present {
+        // The newest object of the script: a table made by an older ferrynet lacks it, and
+        // running the (idempotent) script completes that table.
+        if present && self.nl.chain_exists(NFPROTO_BRIDGE, NEWEST_CHAIN)? {
             return Ok(());
         }
         run_nft(&format!("{TABLE_SCRIPT}{}", network_elements("add", net)))

@@ -8,6 +8,9 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 const NFNL_MSG_BATCH_END: u16 = 17;
 const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
@@ -65,6 +68,19 @@ impl Nftnl {
         let mut m = Message::new(msg_type(NFT_MSG_GETTABLE), 0);
         m.header(&nfgenmsg(NFPROTO_INET, 0));
         m.attr_str(NFTA_TABLE_NAME, &self.table);
+        match self.sock.request(m) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether this table of `family` has chain `name`.
+    pub fn chain_exists(&mut self, family: u8, name: &str) -> Result<bool, NetlinkError> {
+        let mut m = Message::new(msg_type(NFT_MSG_GETCHAIN), 0);
+        m.header(&nfgenmsg(family, 0));
+        m.attr_str(NFTA_CHAIN_TABLE, &self.table);
+        m.attr_str(NFTA_CHAIN_NAME, name);
         match self.sock.request(m) {
             Ok(_) => Ok(true),
             Err(e) if e.is(libc::ENOENT) => Ok(false),

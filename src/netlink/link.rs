@@ -20,6 +20,9 @@ pub struct Link {
     pub master: Option<u32>,
     /// IFLA_LINK: for a veth, the peer's ifindex (in the peer's namespace).
     pub peer_index: Option<u32>,
+    /// IFLA_LINK_NETNSID: for a veth whose peer is in another namespace, the id this
+    /// namespace knows that one by (see [`Handle::nsid_of`]).
+    pub peer_netnsid: Option<i32>,
     pub kind: Option<String>,
 }
 
@@ -231,6 +234,7 @@ fn parse_link(r: &Reply) -> Result<Link, NetlinkError> {
         mac: None,
         master: None,
         peer_index: None,
+        peer_netnsid: None,
         kind: None,
     };
     for (kind, data) in attrs(&p[16..]) {
@@ -240,6 +244,7 @@ fn parse_link(r: &Reply) -> Result<Link, NetlinkError> {
             IFLA_ADDRESS => link.mac = mac_of(data),
             IFLA_MASTER => link.master = attr_u32(data),
             IFLA_LINK => link.peer_index = attr_u32(data),
+            IFLA_LINK_NETNSID => link.peer_netnsid = attr_u32(data).map(|v| v as i32),
             IFLA_LINKINFO => {
                 for (k, d) in attrs(data) {
                     if k == IFLA_INFO_KIND {

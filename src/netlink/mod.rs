@@ -3,6 +3,7 @@
 
 mod addr;
 mod link;
+mod lookup;
 mod neigh;
 mod route;
 mod rtnl;
@@ -10,6 +11,10 @@ pub mod socket;
 
 pub use addr::{Addr, Addr6};
 pub use link::{Link, VethSpec, VxlanSpec};
+pub use lookup::{
+    nud_name, NeighbourEntry, RouteAnswer, RouteQuery, RTN_BLACKHOLE, RTN_LOCAL, RTN_PROHIBIT,
+    RTN_UNREACHABLE,
+};
 pub use neigh::{Neighbour, Neighbour6, NeighbourOf};
 pub use route::{Route, Route6, RouteOf, PROTO_BOOT, PROTO_FERRYNET};
 pub use rtnl::Handle;

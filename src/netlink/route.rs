@@ -147,31 +147,24 @@ impl Handle {
 
     /// The route the kernel would use to reach `ip` (`ip route get`), either family.
     pub fn route_to<A: Family>(&mut self, ip: A) -> Result<RouteOf<A>, NetlinkError> {
-        let mut m = Message::new(RTM_GETROUTE, 0);
-        m.header(&rtmsg(A::AF, A::MAX_PREFIX, 0, 0, 0));
-        m.attr(RTA_DST, &ip.bytes());
-        let replies = self.sock.request(m)?;
-        let r = replies
-            .first()
-            .ok_or(NetlinkError::Malformed("no route reply"))?;
-        let p = &r.payload;
-        if p.len() < 12 {
-            return Err(NetlinkError::Malformed("short rtmsg"));
-        }
-        let mut route = RouteOf {
+        let r = self.route_get(&super::RouteQuery {
+            dst: ip.into(),
+            src: None,
+            iif: None,
+        })?;
+        Ok(RouteOf {
             dst: A::with_prefix(ip, A::MAX_PREFIX),
-            gateway: None,
-            oif: None,
+            gateway: r.gateway.and_then(|g| A::from_bytes(&ip_octets(g))),
+            oif: r.oif,
             onlink: false,
-            protocol: p[5],
-        };
-        for (kind, data) in attrs(&p[12..]) {
-            match kind {
-                RTA_GATEWAY => route.gateway = A::from_bytes(data),
-                RTA_OIF => route.oif = attr_u32(data),
-                _ => {}
-            }
-        }
-        Ok(route)
+            protocol: r.protocol,
+        })
+    }
+}
+
+fn ip_octets(ip: std::net::IpAddr) -> Vec<u8> {
+    match ip {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
     }
 }

@@ -33,6 +33,7 @@ pub(super) const IFLA_MASTER: u16 = 10;
 pub(super) const IFLA_LINKINFO: u16 = 18;
 pub(super) const IFLA_AF_SPEC: u16 = 26;
 pub(super) const IFLA_NET_NS_FD: u16 = 28;
+pub(super) const IFLA_LINK_NETNSID: u16 = 37;
 pub(super) const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
 pub(super) const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 pub(super) const NETCONFA_IFINDEX: u16 = 1;

@@ -270,6 +270,56 @@ impl Socket {
         Ok(())
     }
 
+    /// Joins a multicast group (e.g. NFNLGRP_NFTRACE), to receive its events.
+    pub fn join_group(&self, group: u32) -> Result<(), NetlinkError> {
+        // SAFETY: a valid descriptor and a 4-byte option value.
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_ADD_MEMBERSHIP,
+                &group as *const _ as *const libc::c_void,
+                4,
+            )
+        };
+        if r < 0 {
+            return Err(NetlinkError::Socket(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Every message that arrives until `deadline` (events of the groups joined), and those
+    /// already queued when the deadline has passed.
+    pub fn events_until(
+        &mut self,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<Reply>, NetlinkError> {
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as libc::c_int) };
+            if n < 0 {
+                return Err(NetlinkError::Socket(io::Error::last_os_error()));
+            }
+            if n == 0 {
+                return Ok(out);
+            }
+            self.recv_each(|msg_type, _flags, _seq, payload| {
+                out.push(Reply {
+                    msg_type,
+                    payload: payload.to_vec(),
+                });
+                Ok(())
+            })?;
+        }
+    }
+
     /// Sends one request and waits for its acknowledgement (or its replies, for a get).
     pub fn request(&mut self, msg: Message) -> Result<Vec<Reply>, NetlinkError> {
         self.transaction(vec![msg], None)

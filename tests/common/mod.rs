@@ -699,6 +699,11 @@ impl Host {
 /// Sends `frame` out of the container's eth0 through an AF_PACKET socket (the frame's own
 /// EtherType tells the kernel the protocol).
 pub fn send_raw(c: &Ns, frame: Vec<u8>) {
+    send_raw_on(c, c"eth0", frame)
+}
+
+/// Sends one raw Ethernet frame out of interface `ifname` of `ns`.
+pub fn send_raw_on(c: &Ns, ifname: &'static std::ffi::CStr, frame: Vec<u8>) {
     let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
     c.run(move || unsafe {
         let fd = libc::socket(
@@ -710,7 +715,7 @@ pub fn send_raw(c: &Ns, frame: Vec<u8>) {
         let mut addr: libc::sockaddr_ll = std::mem::zeroed();
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_protocol = ethertype.to_be();
-        addr.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
+        addr.sll_ifindex = libc::if_nametoindex(ifname.as_ptr()) as i32;
         addr.sll_halen = 6;
         addr.sll_addr[..6].copy_from_slice(&frame[..6]);
         let n = libc::sendto(

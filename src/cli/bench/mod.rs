@@ -56,6 +56,8 @@ pub struct BenchArgs {
 }
 
 const BATCH: usize = 50;
+/// Runs of `ferrynet trace` per scenario, once every container is attached.
+const TRACE_RUNS: usize = 20;
 
 /// The bench networks are /16s (plus a /64) and the published ports 10000 + i.
 const MAX_CONTAINERS: usize = 50_000;
@@ -190,6 +192,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     for ports in [false, true] {
         let label = if ports { " + 1 published port" } else { "" };
         let r = scenario(n, ports)?;
+        rows.push(Row {
+            name: format!("ferrynet trace container → container{label}"),
+            stats: stats(&r.trace),
+        });
         for (verb, ours, dual, floor, floor_name) in [
             (
                 "attach",
@@ -444,6 +450,8 @@ struct ScenarioResult {
     detach: Vec<Duration>,
     dual_detach: Vec<Duration>,
     floor_detach: Vec<Duration>,
+    /// `ferrynet trace` from the first container to the last, with all n attached.
+    trace: Vec<Duration>,
 }
 
 fn ns_name(tag: &str) -> String {
@@ -536,6 +544,7 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
         detach: Vec::with_capacity(n),
         dual_detach: Vec::with_capacity(n),
         floor_detach: Vec::with_capacity(n),
+        trace: Vec::new(),
     };
     let port = |i: usize| PortMapping {
         host_port: 10000 + i as u16,
@@ -587,6 +596,22 @@ fn scenario(n: usize, ports: bool) -> Result<ScenarioResult> {
             floor_macs.push(mac);
         }
         progress(&format!("{label}: attached {}/{n}", (batch + 1) * BATCH));
+    }
+    // trace with every container attached: its cost must not grow with them.
+    let name = |c: &Netns| {
+        c.path()
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let (first, last) = (name(&cs_a[0]), name(&cs_a[n - 1]));
+    for _ in 0..TRACE_RUNS {
+        let (d, out) = ferrynet(false, &["trace", &first, &last, "--json"])?;
+        let t: serde_json::Value = serde_json::from_slice(&out)?;
+        if t[0]["verdict"] != "delivered" {
+            bail!("bench trace {first} → {last} was not delivered: {t}");
+        }
+        r.trace.push(d);
     }
     for batch in 0..n / BATCH {
         for i in batch * BATCH..(batch + 1) * BATCH {
