@@ -1,8 +1,10 @@
 //! The compiled view the nftables step renders: every distinct selector used anywhere (a
 //! policy's subject, or a peer of one of its rules), the endpoints it matches now, and who
 //! uses it. One address set per entry can then be shared by every rule that names the same
-//! selector; a new pod or a label change changes set members, never a rule. Plain data: no
-//! nftables types here.
+//! selector; a new pod or a label change changes set members, never a rule. Likewise one
+//! set per named port a rule uses, of (address, protocol, port) for every endpoint that
+//! names a port so, and the policies each endpoint dispatches to. Plain data: no nftables
+//! types here.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,7 +13,9 @@ use serde::Serialize;
 
 use super::eval::{PolicySet, RuleRef};
 use super::inventory::{EndpointRecord, Inventory};
-use super::model::{AdminPeers, AdminRuleView, Direction, PolicyKey, PolicyType};
+use super::model::{
+    AdminPeers, AdminRuleView, Direction, PolicyKey, PolicyType, PortRef, Protocol,
+};
 use super::selector::EndpointSelector;
 
 /// Where a selector is used.
@@ -26,6 +30,9 @@ pub enum SelectorUse {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SelectorSet {
+    /// A stable name for the set: the same selector has the same id on every host and
+    /// across restarts ([`EndpointSelector::id`]).
+    pub id: String,
     /// In canonical form: selectors that differ only in the order of their expressions or
     /// values are one entry.
     pub selector: EndpointSelector,
@@ -96,6 +103,7 @@ pub fn selector_sets(policies: &PolicySet, inventory: &Inventory) -> Vec<Selecto
             addresses.sort();
             addresses.dedup();
             SelectorSet {
+                id: selector.id(),
                 members: matching.iter().map(|e| e.id.clone()).collect(),
                 selector,
                 addresses,
@@ -180,4 +188,81 @@ fn admin_applies(
             .subject
             .selector()
             .is_some_and(|s| s.matches(endpoint, inventory))
+}
+
+/// One endpoint's port of a given name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct NamedPortMember {
+    pub address: IpAddr,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// A port name some rule uses, and where it resolves. Names are unique within a pod, and
+/// the protocol is part of each member, so a rule matching `(daddr, l4proto, dport)` in
+/// this set gets Kubernetes' meaning for NetworkPolicy (the rule's protocol must be the
+/// pod's) and for admin policies (the pod's protocol) alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamedPortSet {
+    pub name: String,
+    /// Sorted: every address of every endpoint naming a port so.
+    pub members: Vec<NamedPortMember>,
+    /// Sorted.
+    pub used_by: Vec<RuleRef>,
+}
+
+/// The named ports of `policies`' rules, by name, with their members in `inventory`.
+pub fn named_port_sets(policies: &PolicySet, inventory: &Inventory) -> Vec<NamedPortSet> {
+    let mut uses: BTreeMap<String, Vec<RuleRef>> = BTreeMap::new();
+    for p in policies.network() {
+        for direction in [PolicyType::Ingress, PolicyType::Egress] {
+            for (index, (_, ports)) in p.spec.rules(direction).into_iter().enumerate() {
+                for port in ports {
+                    if let Some(PortRef::Name(name)) = &port.port {
+                        let rule = RuleRef::new(&p.key(), direction, index, None);
+                        uses.entry(name.clone()).or_default().push(rule);
+                    }
+                }
+            }
+        }
+    }
+    let admin = policies.admin().iter().map(|p| p.view());
+    for view in admin.chain(policies.baseline().map(|p| p.view())) {
+        for direction in [PolicyType::Ingress, PolicyType::Egress] {
+            for (index, rule) in view.rules(direction).iter().enumerate() {
+                for port in rule.ports.unwrap_or_default() {
+                    if let Some(name) = &port.named_port {
+                        let rule = RuleRef::new(&view.key, direction, index, rule.name);
+                        uses.entry(name.clone()).or_default().push(rule);
+                    }
+                }
+            }
+        }
+    }
+    uses.into_iter()
+        .map(|(name, mut used_by)| {
+            used_by.sort();
+            used_by.dedup();
+            let mut members: Vec<NamedPortMember> = inventory
+                .endpoints()
+                .flat_map(|e| {
+                    let named = e.named_ports.iter().filter(|p| p.name == name);
+                    named.flat_map(|p| {
+                        e.addresses.iter().map(|address| NamedPortMember {
+                            address: *address,
+                            protocol: p.protocol,
+                            port: p.port,
+                        })
+                    })
+                })
+                .collect();
+            members.sort();
+            members.dedup();
+            NamedPortSet {
+                name,
+                members,
+                used_by,
+            }
+        })
+        .collect()
 }

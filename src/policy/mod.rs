@@ -29,7 +29,10 @@ pub mod parse;
 pub mod selector;
 pub mod validate;
 
-pub use compiled::{endpoint_policies, selector_sets, EndpointPolicies, SelectorSet, SelectorUse};
+pub use compiled::{
+    endpoint_policies, named_port_sets, selector_sets, EndpointPolicies, NamedPortMember,
+    NamedPortSet, SelectorSet, SelectorUse,
+};
 pub use eval::{
     evaluate, Action, Flow, FlowEnd, PolicySet, Reason, RuleRef, SideVerdict, Verdict, L4,
 };

@@ -1,6 +1,6 @@
 //! Policy documents as users bring them: YAML or JSON, several per file separated by `---`
-//! (or concatenated JSON objects), and `kind: List` with `items` (what `kubectl get -o yaml`
-//! prints). Each document is read into a generic value first, so that its `apiVersion` and
+//! (or concatenated JSON objects, or one array of them), and `kind: List` with `items` (what
+//! `kubectl get -o yaml` prints). Each document is read into a generic value first, so that its `apiVersion` and
 //! `kind` pick the type, then into that type with the path of any bad field kept.
 //!
 //! YAML is read by `serde-saphyr`: pure Rust, no panics on malformed input, and limits on
@@ -37,6 +37,12 @@ pub fn parse_policies(text: &str) -> Result<Vec<Policy>, PolicyError> {
         let where_ = format!("document {}", index + 1);
         match doc {
             Value::Null => {}
+            // A bare list of objects (a JSON array), read like a List's items.
+            Value::Array(items) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    policies.push(policy_from_value(item, &format!("{where_}, [{i}]"))?);
+                }
+            }
             Value::Object(ref map) if map.get("kind") == Some(&Value::from("List")) => {
                 let items = match map.get("items") {
                     Some(Value::Array(items)) => items.clone(),
@@ -266,6 +272,8 @@ items:
         let json = r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"a"},"spec":{"podSelector":{}}}
 {"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"b"},"spec":{"podSelector":{}}}"#;
         assert_eq!(parse_policies(json).unwrap().len(), 2);
+        let array = format!("[{}]", json.replace('\n', ","));
+        assert_eq!(parse_policies(&array).unwrap().len(), 2);
     }
 
     #[test]

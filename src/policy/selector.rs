@@ -97,6 +97,13 @@ impl EndpointSelector {
         namespace_ok && self.pods.matches(&endpoint.labels)
     }
 
+    /// A short stable name: a hash of the canonical form, the same on every host and across
+    /// versions of the policy that keep the selector (for set names in the data plane).
+    pub fn id(&self) -> String {
+        let text = serde_json::to_string(&self.canonical()).expect("serializable");
+        format!("{:016x}", crate::util::fnv1a64(text.as_bytes()))
+    }
+
     /// The form used as a key for shared address sets.
     pub fn canonical(&self) -> EndpointSelector {
         EndpointSelector {

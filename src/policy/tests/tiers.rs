@@ -240,3 +240,35 @@ fn endpoint_dispatch_lists_applying_policies_in_evaluation_order() {
     // With no policy at all, no endpoint needs dispatch.
     assert!(endpoint_policies(&PolicySet::default(), &fixture()).is_empty());
 }
+
+#[test]
+fn named_port_sets_hold_every_endpoint_naming_the_port() {
+    let yaml = np("x", "p", "  podSelector: {}\n  ingress: [{ports: [{port: serve-80-tcp}, {port: serve-81-udp, protocol: UDP}]}]\n  egress: [{ports: [{port: serve-80-tcp}]}]")
+        + &anp("a", "  priority: 1\n  subject: {namespaces: {}}\n  ingress: [{action: Deny, from: [{namespaces: {}}], ports: [{namedPort: serve-81-udp}]}]");
+    let sets = named_port_sets(&policies(&yaml), &fixture());
+    let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["serve-80-tcp", "serve-81-udp"]);
+    // Nine pods with an IPv4 and an IPv6 address each.
+    assert_eq!(sets[0].members.len(), 18);
+    assert!(sets[0]
+        .members
+        .iter()
+        .all(|m| m.protocol == Protocol::Tcp && m.port == 80));
+    assert!(sets[1]
+        .members
+        .iter()
+        .all(|m| m.protocol == Protocol::Udp && m.port == 81));
+    assert_eq!(sets[0].used_by.len(), 2, "ingress[0] and egress[0] of x/p");
+    assert_eq!(sets[1].used_by.len(), 2, "x/p and the admin policy");
+    // Set ids are stable and ignore the order of a selector's expressions.
+    let ids = |yaml: &str| {
+        selector_sets(&policies(yaml), &fixture())
+            .into_iter()
+            .map(|s| s.id)
+            .collect::<Vec<_>>()
+    };
+    let one = np("x", "p", "  podSelector: {matchExpressions: [{key: pod, operator: In, values: [a, b]}, {key: t, operator: Exists}]}");
+    let two = np("x", "p", "  podSelector: {matchExpressions: [{key: t, operator: Exists}, {key: pod, operator: In, values: [b, a]}]}");
+    assert_eq!(ids(&one), ids(&two));
+    assert_eq!(ids(&one)[0].len(), 16);
+}
