@@ -115,9 +115,12 @@ fn resolve<'a>(
             let endpoint = inventory
                 .endpoint(id)
                 .ok_or_else(|| PolicyError::UnknownEndpoint(id.clone()))?;
-            let address = other
-                .and_then(|o| endpoint.address_like(o))
-                .or_else(|| endpoint.addresses.first().copied());
+            // Of the other end's family; an endpoint without one has no address in this
+            // flow (an IPv4 ipBlock must not match an IPv6 flow).
+            let address = match other {
+                Some(o) => endpoint.address_like(o),
+                None => endpoint.addresses.first().copied(),
+            };
             End::Pod { endpoint, address }
         }
         FlowEnd::Address(a) => match inventory.endpoint_by_address(*a) {

@@ -67,7 +67,8 @@ impl fmt::Display for L4 {
 /// One end of a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlowEnd {
-    /// An endpoint by id (its address of the other end's family, else its first).
+    /// An endpoint by id: its address of the other end's family when that end is an
+    /// address, else its first address.
     Endpoint(String),
     /// An address: an endpoint's if one has it, else outside the cluster's endpoints.
     Address(IpAddr),

@@ -342,6 +342,30 @@ fn ip_blocks_with_except_and_egress_to_a_single_address() {
         TCP80,
     );
     assert_eq!(from_y4.action, Action::Deny);
+    // An endpoint named by id takes the family of the other end.
+    let by_id = verdict(
+        &set,
+        FlowEnd::Endpoint("y-a".into()),
+        FlowEnd::Address(v6("x", "a")),
+        TCP80,
+    );
+    assert_eq!(by_id.action, Action::Allow);
+    let v4_block = policies(&np(
+        "x",
+        "p",
+        "  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}}]}]",
+    ));
+    let six_from_y = verdict(
+        &v4_block,
+        FlowEnd::Endpoint("y-a".into()),
+        FlowEnd::Address(v6("x", "a")),
+        TCP80,
+    );
+    assert_eq!(
+        six_from_y.action,
+        Action::Deny,
+        "an IPv4 block never matches an IPv6 flow"
+    );
     // And an outside address.
     let cidr = np(
         "x",
