@@ -7,7 +7,7 @@
 //! the peers it learned them for.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -16,7 +16,11 @@ use crate::cluster::BackendKind;
 use crate::family::Family;
 use crate::netlink::{Handle, Mac, NeighbourOf, NetlinkError, RouteOf, VxlanSpec, PROTO_FERRYNET};
 
+/// What VXLAN adds to each packet over an IPv4 underlay: outer IPv4 (20), UDP (8), VXLAN
+/// (8) and the inner Ethernet header (14).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// The same over an IPv6 underlay: the outer IPv6 header is 40 bytes.
+pub const VXLAN6_OVERHEAD: u32 = 70;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -83,6 +87,8 @@ pub struct Dataplane {
     port: u16,
     vxlan_index: Option<u32>,
     speaker: Option<Speaker>,
+    /// VXLAN over the IPv6 underlay (the hosts' IPv6 public addresses) instead of IPv4.
+    underlay6: bool,
 }
 
 impl Dataplane {
@@ -94,6 +100,22 @@ impl Dataplane {
             port,
             vxlan_index: None,
             speaker: None,
+            underlay6: false,
+        }
+    }
+
+    /// VXLAN over the IPv6 underlay: every host needs an IPv6 public address.
+    pub fn with_ipv6_underlay(mut self) -> Dataplane {
+        self.underlay6 = true;
+        self
+    }
+
+    /// The underlay address VXLAN sends to for `p`, in the tunnel's family.
+    fn vtep_of(&self, p: &Peer) -> Option<IpAddr> {
+        if self.underlay6 {
+            p.public_ip6.map(IpAddr::V6)
+        } else {
+            Some(IpAddr::V4(p.public_ip))
         }
     }
 
@@ -127,7 +149,9 @@ impl Dataplane {
 
     /// The MTU containers should use: the uplink's, less VXLAN's overhead when it may be used.
     pub fn mtu(&self) -> u32 {
-        if self.uses_vxlan() {
+        if self.uses_vxlan() && self.underlay6 {
+            self.local.uplink_mtu - VXLAN6_OVERHEAD
+        } else if self.uses_vxlan() {
             self.local.uplink_mtu - VXLAN_OVERHEAD
         } else {
             self.local.uplink_mtu
@@ -136,9 +160,9 @@ impl Dataplane {
 
     /// Creates (or adopts) the VXLAN device for vxlan and auto: learning off, a MAC derived
     /// from the node (stable across restarts, so peers' FDB entries stay right), the subnet's
-    /// network address /32 (and the IPv6 subnet's first address /128, without DAD: IPv6
-    /// crosses the same tunnel over the IPv4 underlay), up with no address of the kernel's
-    /// own making.
+    /// network address /32 (and the IPv6 subnet's first address /128, without DAD: both
+    /// families cross the same tunnel, over the IPv4 underlay or the IPv6 one), up with no
+    /// address of the kernel's own making.
     pub fn setup(&mut self, h: &mut Handle) -> Result<(), BackendError> {
         if !self.uses_vxlan() {
             return Ok(());
@@ -154,7 +178,10 @@ impl Dataplane {
                     name: &name,
                     vni: self.vni,
                     port: self.port,
-                    local: self.local.public_ip,
+                    local: match (self.underlay6, self.local.public_ip6) {
+                        (true, Some(ip6)) => IpAddr::V6(ip6),
+                        _ => IpAddr::V4(self.local.public_ip),
+                    },
                     underlay_index: Some(self.local.uplink_index),
                     mac: Some(self.local.vtep_mac),
                     mtu: self.mtu(),
@@ -266,9 +293,16 @@ impl Dataplane {
                     ));
                     return Ok(());
                 };
+                let Some(vtep) = self.vtep_of(p) else {
+                    report.refused.push(format!(
+                        "{} ({}): no IPv6 underlay address in its lease, and VXLAN runs over IPv6",
+                        p.node, p.subnet
+                    ));
+                    return Ok(());
+                };
                 report.vxlan_peers += 1;
                 let gw = p.subnet.network();
-                want.fdb.insert((mac.0, p.public_ip));
+                want.fdb.insert((mac.0, vtep));
                 want.neigh.insert((gw, mac.0));
                 want.routes.insert((p.subnet, Some(gw), Some(vx), true));
             }
@@ -277,7 +311,7 @@ impl Dataplane {
     }
 
     /// How this peer's IPv6 subnet is reached: BGP, a direct route via its IPv6 underlay
-    /// address, or VXLAN (IPv6 inside, the IPv4 underlay outside: no IPv6 underlay needed).
+    /// address, or VXLAN (over the tunnel's underlay family, whichever it is).
     fn plan_v6(
         &self,
         h: &mut Handle,
@@ -307,12 +341,14 @@ impl Dataplane {
                     .map_or("no IPv6 underlay address".to_string(), |ip| ip.to_string())
             )),
             _ => {
-                let (Some(vx), Some(mac)) = (self.vxlan_index, p.vtep_mac) else {
+                let (Some(vx), Some(mac), Some(vtep)) =
+                    (self.vxlan_index, p.vtep_mac, self.vtep_of(p))
+                else {
                     return Ok(());
                 };
                 report.vxlan_peers6 += 1;
                 let gw = subnet6.network();
-                want.fdb.insert((mac.0, p.public_ip));
+                want.fdb.insert((mac.0, vtep));
                 want.neigh6.insert((gw, mac.0));
                 want.routes6.insert((subnet6, Some(gw), Some(vx), true));
             }
@@ -334,7 +370,7 @@ impl Dataplane {
             let actual6 = h.routes6().map_err(step("list IPv6 routes"))?;
             return apply_routes(h, &want.routes6, actual6, report);
         };
-        let have_fdb: BTreeSet<([u8; 6], Ipv4Addr)> = h
+        let have_fdb: BTreeSet<([u8; 6], IpAddr)> = h
             .fdb(vx)
             .map_err(step("list fdb"))?
             .into_iter()
@@ -412,8 +448,9 @@ impl Dataplane {
 struct Desired {
     routes: BTreeSet<RouteKey<Ipv4Addr>>,
     routes6: BTreeSet<RouteKey<Ipv6Addr>>,
-    /// VTEP MAC -> the peer's IPv4 underlay address (both families' tunnels use it).
-    fdb: BTreeSet<([u8; 6], Ipv4Addr)>,
+    /// VTEP MAC -> the peer's underlay address of the tunnel's family (both families of
+    /// container traffic cross the same tunnel).
+    fdb: BTreeSet<([u8; 6], IpAddr)>,
     /// The peer's gateway address on the tunnel -> its VTEP MAC.
     neigh: BTreeSet<(Ipv4Addr, [u8; 6])>,
     neigh6: BTreeSet<(Ipv6Addr, [u8; 6])>,

@@ -500,6 +500,10 @@ fn an_agent_with_bad_settings_stops_before_touching_the_store_or_the_host() {
             &["--cluster-cidr", "10.244.0.0/16", "--node-name", "../h1"][..],
             "invalid --node-name",
         ),
+        (
+            &["--cluster-cidr", "10.244.0.0/16", "--vxlan-underlay", "ipv6"][..],
+            "--vxlan-underlay ipv6 needs an IPv6 address on the uplink",
+        ),
     ] {
         let before = host.snapshot();
         let mut args = base.to_vec();
@@ -514,7 +518,7 @@ fn an_agent_with_bad_settings_stops_before_touching_the_store_or_the_host() {
 }
 
 /// Hosts with an IPv4 and an IPv6 underlay address, agents leasing both families.
-fn dual_cluster(n: usize, backend: &str) -> Cluster {
+fn dual_cluster(n: usize, backend: &str, more: &[&str]) -> Cluster {
     let fabric = Fabric::new();
     let store = std::env::temp_dir().join(format!("ferrynet-cluster-{}.json", fabric.ns.name));
     let hosts: Vec<Host> = (0..n).map(|_| Host::new()).collect();
@@ -531,7 +535,8 @@ fn dual_cluster(n: usize, backend: &str) -> Cluster {
             "eth0",
             "nodad",
         ]);
-        let extra = ["--cluster-cidr", "fd00:244::/56", "--public-ip", &ip6];
+        let mut extra = vec!["--cluster-cidr", "fd00:244::/56", "--public-ip", &ip6];
+        extra.extend_from_slice(more);
         agents.push(Agent::start(
             h,
             &store,
@@ -560,7 +565,11 @@ fn ip6_of(result: &serde_json::Value) -> std::net::Ipv6Addr {
 /// Pods on every host reach each other over IPv6 with their own source address, with
 /// full-size packets (a 1,400-byte don't-fragment probe) and a bulk transfer.
 fn dual_stack_mesh(backend: &str, route: impl Fn(usize) -> String) {
-    let c = dual_cluster(2, backend);
+    dual_stack_mesh_with(backend, &[], route);
+}
+
+fn dual_stack_mesh_with(backend: &str, more: &[&str], route: impl Fn(usize) -> String) -> Cluster {
+    let c = dual_cluster(2, backend, more);
     for h in &c.hosts {
         let env = std::fs::read_to_string(subnet_file(h)).unwrap();
         assert!(env.contains("FERRYNET_SUBNET6=fd00:244:"), "{env}");
@@ -620,6 +629,7 @@ fn dual_stack_mesh(backend: &str, route: impl Fn(usize) -> String) {
         .ns
         .exec(&["ip", "-6", "route", "show", "proto", "211"]);
     assert!(routes.contains(&route(1)), "{backend}: {routes}");
+    c
 }
 
 struct KillOnDrop(std::process::Child);
@@ -635,6 +645,33 @@ impl Drop for KillOnDrop {
 fn dual_stack_pods_over_vxlan() {
     // IPv6 crosses the VXLAN tunnel over the IPv4 underlay.
     dual_stack_mesh("vxlan", |_| "dev ferry.1".to_string());
+}
+
+#[test]
+fn dual_stack_pods_over_vxlan_on_an_ipv6_underlay() {
+    let c = dual_stack_mesh_with("vxlan", &["--vxlan-underlay", "ipv6"], |_| {
+        "dev ferry.1".to_string()
+    });
+    // The tunnel runs between the hosts' IPv6 addresses, and costs 70 bytes, not 50.
+    let h0 = &c.hosts[0].ns;
+    let dev = h0.exec(&["ip", "-d", "link", "show", "ferry.1"]);
+    assert!(dev.contains("local fd00:200::11"), "{dev}");
+    assert!(dev.contains("mtu 1430"), "{dev}");
+    let fdb = h0.exec(&["bridge", "fdb", "show", "dev", "ferry.1"]);
+    assert!(fdb.contains("dst fd00:200::12"), "{fdb}");
+    let env = std::fs::read_to_string(subnet_file(&c.hosts[0])).unwrap();
+    assert!(env.contains("FERRYNET_MTU=1430"), "{env}");
+    // IPv4 pods cross the IPv6 tunnel too, full-size.
+    let a = Ns::new("c");
+    let b = Ns::new("c");
+    cni_add(&c.hosts[0], &a, &pod_conf(&c.hosts[0]));
+    let b4 = ip_of(&cni_add(&c.hosts[1], &b, &pod_conf(&c.hosts[1]))).to_string();
+    assert!(
+        eventually(10, || a.ping(&b4)),
+        "IPv4 over the IPv6 underlay"
+    );
+    let big = sh(&mut a.cmd(&["ping", "-c1", "-W2", "-M", "do", "-s", "1372", &b4]));
+    assert!(big.status.success(), "a 1,400-byte IPv4 packet fits");
 }
 
 #[test]

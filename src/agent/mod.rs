@@ -109,9 +109,9 @@ fn acquire_lease(
     cluster: &ClusterConfig,
     uplink: &Uplink,
 ) -> Result<(LeaseAttrs, Lease), AgentError> {
-    let public_ip6 = match cluster.network6 {
-        Some(_) => find_uplink6(h, cfg, uplink.index)?,
-        None => None,
+    let public_ip6 = match (cluster.network6, cluster.vxlan_ipv6_underlay) {
+        (None, false) => None,
+        _ => find_uplink6(h, cfg, uplink.index)?,
     };
     let attrs = LeaseAttrs {
         node: cfg.node_name.clone(),
@@ -164,6 +164,9 @@ fn set_up_dataplane(
         cfg.vni,
         cfg.port,
     );
+    if cluster.vxlan_ipv6_underlay {
+        dataplane = dataplane.with_ipv6_underlay();
+    }
     if let Some(bgp) = &cfg.bgp {
         let name = h
             .link_by_index(uplink.index)?

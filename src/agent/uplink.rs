@@ -131,6 +131,12 @@ pub(super) fn preflight(cfg: &AgentConfig, h: &mut Handle) -> Result<Uplink, Age
             return Err(invalid(e));
         }
     }
+    if cfg.cluster.vxlan_ipv6_underlay && find_uplink6(h, cfg, uplink.index)?.is_none() {
+        return Err(AgentError::Uplink(
+            "--vxlan-underlay ipv6 needs an IPv6 address on the uplink (or --public-ip with one)"
+                .into(),
+        ));
+    }
     Ok(uplink)
 }
 

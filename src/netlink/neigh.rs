@@ -1,6 +1,6 @@
 //! Neighbour (ARP and NDP) entries and bridge FDB entries.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::rtnl::*;
 use super::socket::{attrs, Message, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
@@ -87,17 +87,18 @@ impl Handle {
         Ok(out)
     }
 
-    /// `bridge fdb append MAC dev DEV dst IP self permanent` (VXLAN peers).
-    pub fn append_fdb(&mut self, index: u32, mac: Mac, dst: Ipv4Addr) -> Result<(), NetlinkError> {
+    /// `bridge fdb append MAC dev DEV dst IP self permanent` (VXLAN peers; the destination
+    /// is of the VXLAN device's underlay family).
+    pub fn append_fdb(&mut self, index: u32, mac: Mac, dst: IpAddr) -> Result<(), NetlinkError> {
         let mut m = Message::new(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND);
         m.header(&ndmsg(AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF));
         m.attr(NDA_LLADDR, &mac.0);
-        m.attr(NDA_DST, &dst.octets());
+        m.attr(NDA_DST, &octets(dst));
         self.ack(m)
     }
 
     /// The FDB entries of one device that point at a remote IP (VXLAN): (MAC, destination).
-    pub fn fdb(&mut self, index: u32) -> Result<Vec<(Mac, Ipv4Addr)>, NetlinkError> {
+    pub fn fdb(&mut self, index: u32) -> Result<Vec<(Mac, IpAddr)>, NetlinkError> {
         let mut m = Message::new(RTM_GETNEIGH, NLM_F_DUMP);
         m.header(&ndmsg(AF_BRIDGE, 0, 0, 0));
         let mut out = Vec::new();
@@ -114,7 +115,10 @@ impl Handle {
             for (kind, data) in attrs(&p[12..]) {
                 match kind {
                     NDA_LLADDR => mac = mac_of(data),
-                    NDA_DST => dst = ipv4(data),
+                    NDA_DST if data.len() == 16 => {
+                        dst = <[u8; 16]>::try_from(data).ok().map(IpAddr::from)
+                    }
+                    NDA_DST => dst = ipv4(data).map(IpAddr::V4),
                     _ => {}
                 }
             }
@@ -125,11 +129,18 @@ impl Handle {
         Ok(out)
     }
 
-    pub fn del_fdb(&mut self, index: u32, mac: Mac, dst: Ipv4Addr) -> Result<(), NetlinkError> {
+    pub fn del_fdb(&mut self, index: u32, mac: Mac, dst: IpAddr) -> Result<(), NetlinkError> {
         let mut m = Message::new(RTM_DELNEIGH, 0);
         m.header(&ndmsg(AF_BRIDGE, index, 0, NTF_SELF));
         m.attr(NDA_LLADDR, &mac.0);
-        m.attr(NDA_DST, &dst.octets());
+        m.attr(NDA_DST, &octets(dst));
         self.ack(m)
+    }
+}
+
+fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
     }
 }

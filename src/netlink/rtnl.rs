@@ -48,6 +48,7 @@ pub(super) const IFLA_VXLAN_ID: u16 = 1;
 pub(super) const IFLA_VXLAN_LINK: u16 = 3;
 pub(super) const IFLA_VXLAN_LOCAL: u16 = 4;
 pub(super) const IFLA_VXLAN_LEARNING: u16 = 7;
+pub(super) const IFLA_VXLAN_LOCAL6: u16 = 17;
 pub(super) const IFLA_VXLAN_PORT: u16 = 15;
 pub(super) const IFF_UP: u32 = 1;
 

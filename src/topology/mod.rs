@@ -192,7 +192,7 @@ fn host(hosts: &mut Hosts, view: usize) -> Result<HostTopology, TraceError> {
         let mut peers = Vec::new();
         for (mac, vtep) in fdb {
             let host = hosts
-                .host_owning(IpAddr::V4(vtep))?
+                .host_owning(vtep)?
                 .map(|(i, _)| hosts.views[i].name.clone());
             peers.push(VxlanPeer {
                 mac: mac.to_string(),
