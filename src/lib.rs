@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod network;
+pub mod policy;
 pub mod probe;
 pub mod topology;
 pub mod trace;

@@ -91,6 +91,7 @@ fn etcd_passes_the_store_conformance_suite() {
         let mut store =
             ferrynet::cluster::EtcdStore::connect(&[url], "/ferrynet-test", None).unwrap();
         ferrynet::cluster::conformance::lease_semantics(&mut store);
+        ferrynet::cluster::conformance::object_semantics(&mut store);
     });
 }
 

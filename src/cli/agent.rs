@@ -13,22 +13,8 @@ use crate::cluster::{BackendKind, ClusterConfig};
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// Where leases live: etcd://HOST:PORT[,HOST:PORT...], or file:PATH (embedded, for hosts
-    /// sharing a filesystem) [default: file:STATE_DIR/cluster.json].
-    #[arg(long)]
-    store: Option<String>,
-    /// Key prefix in etcd.
-    #[arg(long, default_value = crate::cluster::DEFAULT_PREFIX)]
-    etcd_prefix: String,
-    /// TLS to etcd: the CA certificate (PEM) that signed etcd's certificate.
-    #[arg(long, requires_all = ["etcd_cert", "etcd_key"])]
-    etcd_cacert: Option<PathBuf>,
-    /// This agent's client certificate (PEM).
-    #[arg(long, requires_all = ["etcd_cacert", "etcd_key"])]
-    etcd_cert: Option<PathBuf>,
-    /// This agent's client key (PEM).
-    #[arg(long, requires_all = ["etcd_cacert", "etcd_cert"])]
-    etcd_key: Option<PathBuf>,
+    #[command(flatten)]
+    store: super::store::StoreArgs,
     /// The cluster-wide container range: an IPv4 CIDR, and for a dual-stack cluster an IPv6
     /// one too (repeat the flag).
     #[arg(long, required = true)]
@@ -192,14 +178,9 @@ pub fn run(a: AgentArgs, state: &crate::network::StateDir) -> Result<()> {
     let (public_ip, public_ip6) = (public_ip.map(|n| n.addr()), public_ip6.map(|n| n.addr()));
     let cfg = AgentConfig {
         bgp,
-        store: a
-            .store
-            .unwrap_or_else(|| format!("file:{}", state.root().join("cluster.json").display())),
-        prefix: a.etcd_prefix,
-        etcd_tls: match (a.etcd_cacert, a.etcd_cert, a.etcd_key) {
-            (Some(ca), Some(cert), Some(key)) => Some(crate::cluster::EtcdTls { ca, cert, key }),
-            _ => None,
-        },
+        store: a.store.url(state),
+        etcd_tls: a.store.tls(),
+        prefix: a.store.etcd_prefix,
         cluster: ClusterConfig {
             subnet_len6: a.subnet_len6,
             network6,

@@ -6,7 +6,9 @@ mod bgp;
 mod demo;
 mod docker;
 mod network;
+mod policy;
 mod run;
+mod store;
 mod trace;
 
 use std::net::IpAddr;
@@ -61,6 +63,15 @@ enum Command {
     /// BGP (backend bgp): the sessions and prefixes of this host's BIRD.
     #[command(subcommand)]
     Bgp(bgp::BgpCmd),
+    /// Network policies (Kubernetes NetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy).
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
+    /// Namespaces' labels, which policies' namespace selectors match.
+    #[command(subcommand)]
+    Namespace(policy::NamespaceCmd),
+    /// Endpoints' labels, which policies' pod selectors match.
+    #[command(subcommand)]
+    Endpoint(policy::EndpointCmd),
     /// How a packet gets from one place to another, hop by hop, from the live kernel state,
     /// and where it stops (exit status 1 when it is dropped).
     Trace(trace::TraceArgs),
@@ -123,6 +134,9 @@ pub fn main() -> ExitCode {
         Command::Agent(a) => agent::run(*a, &state).map(|_| ExitCode::SUCCESS),
         Command::Bgp(c) => bgp::run(c, &state).map(|_| ExitCode::SUCCESS),
         Command::DockerPlugin(a) => docker::run(a, &state).map(|_| ExitCode::SUCCESS),
+        Command::Policy(c) => policy::run(&state, c).map(|_| ExitCode::SUCCESS),
+        Command::Namespace(c) => policy::run_namespace(&state, c).map(|_| ExitCode::SUCCESS),
+        Command::Endpoint(c) => policy::run_endpoint(&state, c).map(|_| ExitCode::SUCCESS),
         Command::Trace(a) => trace::run(a, &state),
         Command::Topology(a) => trace::topology(a, &state).map(|_| ExitCode::SUCCESS),
     };

@@ -1,10 +1,10 @@
-//! The lease semantics every [`Store`] must have, as one suite that each store's tests run
+//! The lease and object semantics every [`Store`] must have, as one suite that each store's tests run
 //! (the file store in unit tests, etcd in the integration tests against a real etcd).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::{BackendKind, ClusterConfig, LeaseAttrs, Store, StoreError};
+use super::{BackendKind, ClusterConfig, Collection, LeaseAttrs, Store, StoreError};
 
 fn attrs(node: &str, last: u8) -> LeaseAttrs {
     LeaseAttrs {
@@ -73,4 +73,55 @@ pub fn lease_semantics(s: &mut dyn Store) {
         .acquire(&cfg, &attrs("e", 15), Some(short.subnet), ttl)
         .unwrap();
     assert_eq!(e.subnet, short.subnet);
+}
+
+/// Objects beside the leases: put, get, list, read-modify-write, delete, names checked.
+/// Expects no objects in the store.
+pub fn object_semantics(s: &mut dyn Store) {
+    let (c, other) = (Collection::Endpoints, Collection::Namespaces);
+    assert!(s.list_objects(c).unwrap().items.is_empty());
+    s.put_object(c, "c1", r#"{"host":"h1"}"#).unwrap();
+    s.put_object(c, "c2", r#"{"host":"h2"}"#).unwrap();
+    s.put_object(other, "c1", r#"{"labels":{}}"#).unwrap();
+    let value = |s: &mut dyn Store, name| {
+        s.get_object(c, name)
+            .unwrap()
+            .map(|v| serde_json::from_str::<serde_json::Value>(&v).unwrap())
+    };
+    assert_eq!(value(s, "c1"), Some(serde_json::json!({"host": "h1"})));
+    let before = s.list_objects(c).unwrap();
+    assert_eq!(before.items.keys().collect::<Vec<_>>(), ["c1", "c2"]);
+    // Read-modify-write sees the current value; an error changes nothing.
+    let written = s
+        .update_object(c, "c1", &mut |current| {
+            assert!(current.unwrap().contains("h1"));
+            Ok(Some(r#"{"host":"h3"}"#.into()))
+        })
+        .unwrap();
+    assert!(written.unwrap().contains("h3"));
+    let refused = s.update_object(c, "c2", &mut |_| Err(StoreError::NotFound("x".into())));
+    assert!(matches!(refused, Err(StoreError::NotFound(_))));
+    assert_eq!(value(s, "c2"), Some(serde_json::json!({"host": "h2"})));
+    assert!(s.list_objects(c).unwrap().revision != before.revision);
+    // Deleting says whether the object was there; collections are separate.
+    assert!(s.delete_object(c, "c1").unwrap());
+    assert!(!s.delete_object(c, "c1").unwrap());
+    assert_eq!(value(s, "c1"), None);
+    assert!(s.get_object(other, "c1").unwrap().is_some());
+    // Path-like names are fine, escapes are not.
+    s.put_object(c, "networkpolicy/x/web", "{}").unwrap();
+    assert!(s.get_object(c, "networkpolicy/x/web").unwrap().is_some());
+    for bad in ["", "a//b", "../x", "a b", "x/."] {
+        assert!(
+            matches!(
+                s.put_object(c, bad, "{}"),
+                Err(StoreError::BadObjectName(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    for name in ["c2", "networkpolicy/x/web"] {
+        s.delete_object(c, name).unwrap();
+    }
+    s.delete_object(other, "c1").unwrap();
 }

@@ -12,7 +12,10 @@ use etcd_client::{
 };
 use ipnet::Ipv4Net;
 
-use super::{now_secs, pick_subnet, ClusterConfig, Lease, LeaseAttrs, Snapshot, Store, StoreError};
+use super::{
+    check_object_name, now_secs, pick_subnet, ClusterConfig, Collection, Lease, LeaseAttrs,
+    ObjectChange, Objects, Snapshot, Store, StoreError,
+};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -102,6 +105,10 @@ impl EtcdStore {
             subnet.network(),
             subnet.prefix_len()
         )
+    }
+
+    fn objects_prefix(&self, collection: Collection) -> String {
+        format!("{}/{}/", self.prefix, collection.dir())
     }
 
     fn list_at(&mut self) -> Result<Snapshot, StoreError> {
@@ -313,5 +320,81 @@ impl Store for EtcdStore {
                 self.list_at()
             }
         }
+    }
+
+    fn list_objects(&mut self, collection: Collection) -> Result<Objects, StoreError> {
+        let prefix = self.objects_prefix(collection);
+        let mut client = self.client.clone();
+        let key_prefix = prefix.clone();
+        let resp = self
+            .rt
+            .block_on(async move {
+                client
+                    .get(key_prefix, Some(GetOptions::new().with_prefix()))
+                    .await
+            })
+            .map_err(unreachable)?;
+        let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
+        let mut items = std::collections::BTreeMap::new();
+        for kv in resp.kvs() {
+            let (Ok(key), Ok(value)) = (kv.key_str(), kv.value_str()) else {
+                return Err(StoreError::Corrupt(format!(
+                    "{prefix}: a key or value that is not UTF-8"
+                )));
+            };
+            let name = key.strip_prefix(prefix.as_str()).unwrap_or(key);
+            items.insert(name.to_string(), value.to_string());
+        }
+        Ok(Objects { revision, items })
+    }
+
+    fn update_object(
+        &mut self,
+        collection: Collection,
+        name: &str,
+        change: &mut ObjectChange<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        check_object_name(name)?;
+        let key = format!("{}{name}", self.objects_prefix(collection));
+        // Optimistic concurrency: write only if the key is still at the revision read.
+        for _ in 0..10 {
+            let mut client = self.client.clone();
+            let get_key = key.clone();
+            let resp = self
+                .rt
+                .block_on(async move { client.get(get_key, None).await })
+                .map_err(unreachable)?;
+            let current = resp.kvs().first().map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                    kv.mod_revision(),
+                )
+            });
+            let new = change(current.as_ref().map(|(v, _)| v.as_str()))?;
+            let unchanged = match &current {
+                Some((_, rev)) => Compare::mod_revision(key.clone(), CompareOp::Equal, *rev),
+                None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            };
+            let op = match &new {
+                Some(value) => TxnOp::put(key.clone(), value.clone(), None),
+                None => TxnOp::delete(key.clone(), None),
+            };
+            let mut client = self.client.clone();
+            let ok = self
+                .rt
+                .block_on(async move {
+                    client
+                        .txn(Txn::new().when([unchanged]).and_then([op]))
+                        .await
+                })
+                .map_err(unreachable)?
+                .succeeded();
+            if ok {
+                return Ok(new);
+            }
+        }
+        Err(StoreError::Unreachable(format!(
+            "{key}: lost the race against other writers ten times"
+        )))
     }
 }

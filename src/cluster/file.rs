@@ -10,8 +10,8 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_config, now_secs, pick_subnet, ClusterConfig, Lease, LeaseAttrs, Snapshot, Store,
-    StoreError,
+    check_config, check_object_name, now_secs, pick_subnet, ClusterConfig, Collection, Lease,
+    LeaseAttrs, ObjectChange, Objects, Snapshot, Store, StoreError,
 };
 use crate::util::{read_if_exists, write_atomic, FileLock};
 
@@ -23,6 +23,10 @@ struct Contents {
     /// Keyed like etcd: `<ip>-<len>`.
     #[serde(default)]
     subnets: BTreeMap<String, Lease>,
+    /// `Collection::dir()` → object name → the object (kept as JSON, not as a string of it,
+    /// so that the file stays readable).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    objects: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
 fn key(subnet: &Ipv4Net) -> String {
@@ -160,6 +164,53 @@ impl Store for FileStore {
             std::thread::sleep(Duration::from_millis(50).min(deadline - Instant::now()));
         }
     }
+
+    fn list_objects(&mut self, collection: Collection) -> Result<Objects, StoreError> {
+        let contents = self.read()?;
+        let items = contents
+            .objects
+            .get(collection.dir())
+            .map(|objects| {
+                objects
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Objects {
+            revision: contents.revision,
+            items,
+        })
+    }
+
+    fn update_object(
+        &mut self,
+        collection: Collection,
+        name: &str,
+        change: &mut ObjectChange<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        check_object_name(name)?;
+        self.update(|c| {
+            let objects = c.objects.entry(collection.dir().to_string()).or_default();
+            let current = objects.get(name).map(|v| v.to_string());
+            let new = change(current.as_deref())?;
+            match &new {
+                Some(text) => {
+                    let value = serde_json::from_str(text).map_err(|e| {
+                        StoreError::Invalid(format!("{}/{name}: not JSON: {e}", collection.dir()))
+                    })?;
+                    objects.insert(name.to_string(), value);
+                }
+                None => {
+                    objects.remove(name);
+                }
+            }
+            if objects.is_empty() {
+                c.objects.remove(collection.dir());
+            }
+            Ok(new)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +222,7 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("ferrynet-store-{}.json", u32::from_ne_bytes(r)));
         crate::cluster::conformance::lease_semantics(&mut super::FileStore::new(&path));
+        crate::cluster::conformance::object_semantics(&mut super::FileStore::new(&path));
         std::fs::remove_file(&path).unwrap();
         let _ = std::fs::remove_file(path.with_extension("lock"));
     }

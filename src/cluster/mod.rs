@@ -1,11 +1,13 @@
 //! Subnet leases: which host owns which subnet of the cluster range. A [`Store`] keeps them
 //! (etcd for real clusters, [`FileStore`] by default); this module also holds the rules that
 //! do not depend on the store: which subnets exist, which one a node gets, which leases are
-//! valid enough to route to.
+//! valid enough to route to. Next to the leases the store keeps the objects network policy
+//! needs, cluster-wide ([`Collection`]; typed access and the layout in [`objects`]).
 
 pub mod conformance;
 mod etcd;
 mod file;
+pub mod objects;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,6 +43,62 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid store address {0:?} (expected file:PATH or etcd://HOST:PORT)")]
     BadUrl(String),
+    #[error("no {0}")]
+    NotFound(String),
+    #[error("invalid object name {0:?} (segments of [A-Za-z0-9_.-] separated by '/')")]
+    BadObjectName(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The kinds of object kept beside the leases, each under its own key prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Collection {
+    Policies,
+    Namespaces,
+    Endpoints,
+}
+
+impl Collection {
+    /// The key segment under the store's prefix (etcd) or the section of the file.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Collection::Policies => "policies",
+            Collection::Namespaces => "namespaces",
+            Collection::Endpoints => "endpoints",
+        }
+    }
+}
+
+/// One collection's objects at one revision: name → JSON text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Objects {
+    pub revision: u64,
+    pub items: std::collections::BTreeMap<String, String>,
+}
+
+/// What an object update does with the current value (`None`: absent): the new value, or
+/// `None` to delete it. An error leaves the object as it was.
+pub type ObjectChange<'a> = dyn FnMut(Option<&str>) -> Result<Option<String>, StoreError> + 'a;
+
+/// Object names are path-like (`networkpolicy/x/web`) and become etcd keys and file-store
+/// entries: no empty segment, no `.` or `..`, only characters that need no escaping.
+pub fn check_object_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 512
+        && name.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadObjectName(name.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -231,6 +289,47 @@ pub trait Store: Send {
     /// Blocks until the store's revision differs from `revision` or `timeout` passes.
     fn wait_for_change(&mut self, revision: u64, timeout: Duration)
         -> Result<Snapshot, StoreError>;
+
+    /// Every object of a collection.
+    fn list_objects(&mut self, collection: Collection) -> Result<Objects, StoreError>;
+    /// Read-modify-write of one object, atomic against every other writer: `change` sees the
+    /// current value and returns the new one (it may run more than once when another writer
+    /// wins a race). Returns the value written (`None`: the object is now absent).
+    fn update_object(
+        &mut self,
+        collection: Collection,
+        name: &str,
+        change: &mut ObjectChange<'_>,
+    ) -> Result<Option<String>, StoreError>;
+
+    fn get_object(
+        &mut self,
+        collection: Collection,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        check_object_name(name)?;
+        Ok(self.list_objects(collection)?.items.remove(name))
+    }
+
+    fn put_object(
+        &mut self,
+        collection: Collection,
+        name: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        self.update_object(collection, name, &mut |_| Ok(Some(value.to_string())))?;
+        Ok(())
+    }
+
+    /// Whether the object existed.
+    fn delete_object(&mut self, collection: Collection, name: &str) -> Result<bool, StoreError> {
+        let mut existed = false;
+        self.update_object(collection, name, &mut |current| {
+            existed = current.is_some();
+            Ok(None)
+        })?;
+        Ok(existed)
+    }
 }
 
 pub const DEFAULT_PREFIX: &str = "/ferrynet";
