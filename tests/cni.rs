@@ -1200,3 +1200,56 @@ fn the_plugin_only_binary_is_the_same_plugin() {
     assert!(stdout_json(&version)["supportedVersions"].is_array());
     assert_eq!(host.veths(), Vec::<String>::new());
 }
+
+/// The pod's namespace and name from CNI_ARGS, its labels and named ports from args.cni go
+/// into the endpoint's record for network policy; a bad one is code 7 and changes nothing.
+#[test]
+fn the_pods_policy_identity_is_recorded() {
+    let host = Host::new();
+    let c = Ns::new("c");
+    let p = c.path().to_string_lossy().into_owned();
+    let mut call = Call::new("ADD", &c.name, &p);
+    call.args = "K8S_POD_NAMESPACE=x;K8S_POD_NAME=a;K8S_POD_UID=1";
+    let before = host.snapshot();
+    for (args, needle) in [
+        (
+            json!({"cni": {"labels": [{"key": "bad key", "value": "a"}]}}),
+            "bad key",
+        ),
+        (
+            json!({"cni": {"namedPorts": [{"name": "Serve", "port": 80}]}}),
+            "Serve",
+        ),
+        (
+            json!({"cni": {"namedPorts": [{"name": "x", "port": "http"}]}}),
+            "namedPorts",
+        ),
+    ] {
+        let out = ferrynet_cni(&host, &call, &with(net_conf("1.0.0"), "args", args));
+        assert_error(&out, 7, needle);
+        assert_eq!(host.snapshot(), before);
+    }
+    let conf = with(
+        net_conf("1.0.0"),
+        "args",
+        json!({"cni": {
+            "labels": [{"key": "pod", "value": "a"}, {"key": "app.kubernetes.io/name", "value": "web"}],
+            "namedPorts": [{"name": "serve-80-tcp", "port": 80, "protocol": "TCP"}]}}),
+    );
+    ok_json(&ferrynet_cni(&host, &call, &conf));
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(
+            host.state
+                .join(format!("run/endpoints/cninet/{}:eth0.json", c.name)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let id = &record["identity"];
+    assert_eq!(id["namespace"], "x", "{record:#}");
+    assert_eq!(id["name"], "a");
+    assert_eq!(id["labels"]["app.kubernetes.io/name"], "web");
+    assert_eq!(id["named_ports"][0]["port"], 80);
+    let del = ferrynet_cni(&host, &Call::new("DEL", &c.name, &p), &conf);
+    assert!(del.status.success());
+}

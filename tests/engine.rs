@@ -680,3 +680,66 @@ fn networks_on_the_hosts_own_addresses_are_refused_and_change_nothing() {
     host.ns.exec(&["ip", "link", "set", "ferry-blue", "up"]);
     host.create_network("blue", "10.90.0.0/24");
 }
+
+/// attach carries who the endpoint is for network policy (namespace, labels, named ports)
+/// in its record, checked before any change; `policy eval` sees this host's endpoints from
+/// their records.
+#[test]
+fn attach_records_the_endpoints_policy_identity() {
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    let (_a, ep) = host.container(
+        "blue",
+        &[
+            "--namespace",
+            "x",
+            "--label",
+            "pod=a",
+            "--port-name",
+            "serve-80-tcp=80/tcp",
+        ],
+    );
+    assert_eq!(ep["identity"]["namespace"], "x");
+    assert_eq!(ep["identity"]["labels"]["pod"], "a");
+    assert_eq!(ep["identity"]["named_ports"][0]["name"], "serve-80-tcp");
+    let (b, _) = host.container("blue", &["--namespace", "y", "--label", "pod=b"]);
+    let policy = host.state.join("allow.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-y, namespace: x}\n\
+         spec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: y}}\n    ports: [{port: serve-80-tcp}]\n",
+    )
+    .unwrap();
+    host.ferrynet(&["policy", "apply", "-f", policy.to_str().unwrap()]);
+    let eval = |port: &str| {
+        host.ferrynet(&[
+            "policy",
+            "eval",
+            "--from",
+            &format!("y/{}", b.name),
+            "--to",
+            &format!("x/{}", _a.name),
+            "--port",
+            port,
+        ])
+    };
+    assert!(eval("80/tcp").starts_with("allow"), "{}", eval("80/tcp"));
+    assert!(eval("81/tcp").starts_with("deny"), "{}", eval("81/tcp"));
+    // Bad identities are refused by name, before anything changes.
+    for (args, expect) in [
+        (&["--label", "bad key=1"][..], "bad key"),
+        (&["--namespace", "X"][..], "namespace"),
+        (&["--port-name", "Serve=80"][..], "Serve"),
+    ] {
+        let before = host.snapshot();
+        let c = Ns::new("c");
+        let path = c.path();
+        let mut a = vec!["attach", path.to_str().unwrap(), "--network", "blue"];
+        a.extend_from_slice(args);
+        let out = host.try_ferrynet(&a);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(host.snapshot(), before, "{args:?} changed the host");
+    }
+}

@@ -189,8 +189,9 @@ fn cni_args_never_panic() {
     .iter()
     .map(|(name, (v4, v6))| {
         let seed = text_corpus(name);
-        let (ips, _) = parse_cni_args(std::str::from_utf8(&seed).unwrap())
-            .unwrap_or_else(|e| panic!("corpus seed {name} must parse: {e}"));
+        let ips = parse_cni_args(std::str::from_utf8(&seed).unwrap())
+            .unwrap_or_else(|e| panic!("corpus seed {name} must parse: {e}"))
+            .ips;
         let families = (
             ips.iter().filter(|ip| ip.is_ipv4()).count(),
             ips.iter().filter(|ip| ip.is_ipv6()).count(),

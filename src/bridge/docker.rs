@@ -102,6 +102,7 @@ impl Driver {
             host_mac: Mac::random(),
             bridge_mac: None,
             ports: Vec::new(),
+            identity: None,
             routes: RouteSpec::defaults()
                 .into_iter()
                 .filter(|r| match r.dst {

@@ -63,6 +63,49 @@ impl Driver {
         Ok(out)
     }
 
+    /// Every endpoint on this host as network policy sees it (namespace, labels, named
+    /// ports, addresses), from the endpoints' own records; `host` is this host's node name.
+    /// One endpoint per container: its first interface's record carries the identity.
+    pub fn policy_records(
+        &self,
+        host: &str,
+    ) -> Result<Vec<crate::policy::EndpointRecord>, DriverError> {
+        let dir = self.state.run_dir().join("endpoints");
+        let mut networks: Vec<String> = match fs::read_dir(&dir) {
+            Ok(e) => e
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        networks.sort();
+        let mut out: Vec<crate::policy::EndpointRecord> = Vec::new();
+        for net in networks {
+            for ep in self.endpoints(&net)? {
+                let addrs = [
+                    ep.ip.map(|n| IpAddr::V4(n.addr())),
+                    ep.ip6.map(|n| IpAddr::V6(n.addr())),
+                ];
+                if let Some(r) = out.iter_mut().find(|r| r.id == ep.container_id) {
+                    r.addresses.extend(addrs.into_iter().flatten());
+                    continue;
+                }
+                let id = ep.identity.clone().unwrap_or_default();
+                out.push(crate::policy::EndpointRecord {
+                    id: ep.container_id.clone(),
+                    namespace: id.namespace,
+                    name: id.name,
+                    labels: id.labels,
+                    named_ports: id.named_ports,
+                    addresses: addrs.into_iter().flatten().collect(),
+                    host: host.to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes the endpoint's record, once, before the first kernel change. A crash while
     /// writing leaves a partial record, which readers treat as no record (see detach).
     pub(super) fn write_record(&self, ep: &Endpoint) -> Result<(), DriverError> {
@@ -97,6 +140,10 @@ impl Driver {
         check_source(net.v4.as_ref(), &req.address.v4)?;
         check_source(net.v6.as_ref(), &req.address.v6)?;
         check_ports(net, &req.ports)?;
+        if let Some(id) = &req.identity {
+            id.validate("")
+                .map_err(|why| invalid("identity", &id.namespace, why))?;
+        }
         let mut h = Handle::new().map_err(nl("open netlink"))?;
         let mut fw = Firewall::open()?;
         timer.mark("validated");
@@ -150,6 +197,7 @@ impl Driver {
             routes,
             ipam,
             ipam6,
+            identity: req.identity.clone(),
         };
         let recorded = failpoint::hit("attach.allocated")
             .map_err(DriverError::from)

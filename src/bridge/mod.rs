@@ -182,6 +182,8 @@ pub struct AttachRequest {
     pub ports: Vec<PortMapping>,
     /// Routes inside the container (usually the default routes via the gateways).
     pub routes: Vec<RouteSpec>,
+    /// Namespace, labels and named ports for network policy (checked before any change).
+    pub identity: Option<crate::policy::Identity>,
 }
 
 impl AttachRequest {
@@ -195,6 +197,7 @@ impl AttachRequest {
             mac: None,
             ports: Vec::new(),
             routes: RouteSpec::defaults(),
+            identity: None,
         }
     }
 }
@@ -232,6 +235,9 @@ pub struct Endpoint {
     /// The same for the IPv6 address.
     #[serde(default)]
     pub ipam6: bool,
+    /// Who the endpoint is for network policy (namespace, labels, named ports), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::policy::Identity>,
 }
 
 impl Endpoint {

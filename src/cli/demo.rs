@@ -131,6 +131,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             mac: None,
             ports,
             routes: RouteSpec::defaults(),
+            identity: None,
         };
         Ok(host.run(|| driver.attach(&net, &req))??)
     };

@@ -106,6 +106,34 @@ pub struct EndpointArgs {
     /// HOST:CONTAINER[/PROTO], repeatable.
     #[arg(long = "publish", short = 'p')]
     publish: Vec<PortMapping>,
+    /// The endpoint's namespace for network policy [default: default].
+    #[arg(long)]
+    namespace: Option<String>,
+    /// A label for network policy's selectors: KEY=VALUE, repeatable.
+    #[arg(long = "label", value_parser = crate::policy::identity::parse_label)]
+    labels: Vec<(String, String)>,
+    /// A named port for policies (a pod spec's containerPort name): NAME=PORT[/PROTO],
+    /// repeatable.
+    #[arg(long = "port-name", value_parser = crate::policy::identity::parse_named_port)]
+    port_names: Vec<crate::policy::NamedPort>,
+}
+
+impl EndpointArgs {
+    /// Who the endpoint is for policy: only when a policy flag is given.
+    fn identity(&self) -> Option<crate::policy::Identity> {
+        if self.namespace.is_none() && self.labels.is_empty() && self.port_names.is_empty() {
+            return None;
+        }
+        Some(crate::policy::Identity {
+            namespace: self
+                .namespace
+                .clone()
+                .unwrap_or_else(|| crate::policy::model::DEFAULT_NAMESPACE.into()),
+            name: None,
+            labels: self.labels.iter().cloned().collect(),
+            named_ports: self.port_names.clone(),
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -187,6 +215,7 @@ pub fn attach_endpoint(
         mac: a.mac,
         ports: a.publish.clone(),
         routes: RouteSpec::defaults(),
+        identity: a.identity(),
     };
     Ok(Driver::new(state.clone()).attach(&net, &req)?)
 }

@@ -53,6 +53,10 @@ pub struct NetConf {
     pub port_mappings: Vec<PortMapping>,
     pub ips: Vec<IpAddr>,
     pub mac: Option<Mac>,
+    /// `args.cni.labels` (`[{"key":..,"value":..}]`) and `args.cni.namedPorts`
+    /// (`[{"name":..,"port":..,"protocol":..}]`): the pod's, for network policy.
+    pub labels: crate::policy::Labels,
+    pub named_ports: Vec<crate::policy::NamedPort>,
     pub prev_result: Option<Value>,
     pub valid_attachments: Option<Vec<(String, String)>>,
     /// The configuration as received, passed on to delegated plugins.
@@ -335,6 +339,8 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
     let mut port_mappings = Vec::new();
     let mut ips = Vec::new();
     let mut mac = None;
+    let mut labels = crate::policy::Labels::new();
+    let mut named_ports = Vec::new();
     if let Some(rc) = k.object("runtimeConfig")? {
         for p in rc.array("portMappings")? {
             port_mappings.push(port_mapping(p)?);
@@ -357,6 +363,26 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
                         "invalid configuration: \"args.cni.mac\" must be a MAC address",
                     )
                 })?;
+            }
+            for l in cni.array("labels")? {
+                let lk = Keys {
+                    obj: as_object(l, "args.cni.labels")?,
+                    prefix: "args.cni.labels[].",
+                };
+                let key = lk.string("key")?.unwrap_or_default();
+                labels.insert(
+                    key.to_string(),
+                    lk.string("value")?.unwrap_or_default().into(),
+                );
+            }
+            for p in cni.array("namedPorts")? {
+                named_ports.push(
+                    serde_json::from_value::<crate::policy::NamedPort>(p.clone()).map_err(|e| {
+                        CniError::config(format!(
+                            "invalid configuration: \"args.cni.namedPorts\": {e}"
+                        ))
+                    })?,
+                );
             }
         }
     }
@@ -416,6 +442,8 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         port_mappings,
         ips,
         mac,
+        labels,
+        named_ports,
         prev_result: k.get("prevResult").cloned(),
         valid_attachments,
         raw,
@@ -468,11 +496,22 @@ fn port_mapping(v: &Value) -> Result<PortMapping, CniError> {
     })
 }
 
-/// `CNI_ARGS`: `K=V;K=V`. Returns IP and MAC if present; unknown keys are an error unless
-/// `IgnoreUnknown` is set (as the reference plugins do).
-pub fn parse_cni_args(args: &str) -> Result<(Vec<IpAddr>, Option<Mac>), CniError> {
+/// What `CNI_ARGS` says: static addresses and MAC, and the Kubernetes pod's namespace and
+/// name (for network policy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CniArgs {
+    pub ips: Vec<IpAddr>,
+    pub mac: Option<Mac>,
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+}
+
+/// `CNI_ARGS`: `K=V;K=V`. Unknown keys are an error unless `IgnoreUnknown` is set (as the
+/// reference plugins do).
+pub fn parse_cni_args(args: &str) -> Result<CniArgs, CniError> {
     let mut ips = Vec::new();
     let mut mac = None;
+    let (mut pod_namespace, mut pod_name) = (None, None);
     let mut unknown = Vec::new();
     let mut ignore_unknown = false;
     for pair in args.split(';').filter(|p| !p.is_empty()) {
@@ -496,6 +535,8 @@ pub fn parse_cni_args(args: &str) -> Result<(Vec<IpAddr>, Option<Mac>), CniError
                         .map_err(|e: String| CniError::env(format!("CNI_ARGS: {e}")))?,
                 )
             }
+            "K8S_POD_NAMESPACE" if !value.is_empty() => pod_namespace = Some(value.to_string()),
+            "K8S_POD_NAME" if !value.is_empty() => pod_name = Some(value.to_string()),
             // Well-known keys runtimes send (Kubernetes, podman) that ferrynet does not need.
             "K8S_POD_NAMESPACE" | "K8S_POD_NAME" | "K8S_POD_INFRA_CONTAINER_ID" | "K8S_POD_UID" => {
             }
@@ -505,7 +546,12 @@ pub fn parse_cni_args(args: &str) -> Result<(Vec<IpAddr>, Option<Mac>), CniError
     if !unknown.is_empty() && !ignore_unknown {
         return Err(CniError::env(format!("CNI_ARGS: unknown keys {unknown:?}")));
     }
-    Ok((ips, mac))
+    Ok(CniArgs {
+        ips,
+        mac,
+        pod_namespace,
+        pod_name,
+    })
 }
 
 #[cfg(test)]
@@ -618,9 +664,13 @@ mod tests {
             c.valid_attachments.unwrap(),
             vec![("c1".into(), "eth0".into())]
         );
-        let (ip, mac) =
-            parse_cni_args("IgnoreUnknown=1;IP=10.1.0.9,fd00::9;MAC=02:00:00:00:00:09;FOO=1")
-                .unwrap();
+        let a = parse_cni_args(
+            "IgnoreUnknown=1;IP=10.1.0.9,fd00::9;MAC=02:00:00:00:00:09;FOO=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=a",
+        )
+        .unwrap();
+        assert_eq!(a.pod_namespace.as_deref(), Some("x"));
+        assert_eq!(a.pod_name.as_deref(), Some("a"));
+        let (ip, mac) = (a.ips, a.mac);
         assert_eq!(
             ip,
             vec![

@@ -390,7 +390,9 @@ fn delegated_ipam(conf: &NetConf, env: &Env) -> Result<Option<PathBuf>, CniError
 }
 
 fn add(driver: &Driver, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
-    let (args_ips, args_mac) = config::parse_cni_args(&env.args)?;
+    let args = config::parse_cni_args(&env.args)?;
+    let (args_ips, args_mac) = (&args.ips, args.mac);
+    let identity = identity_of(conf, &args)?;
     let netns = env.netns.clone().expect("checked by read_env");
     let ipam_plugin = delegated_ipam(conf, env)?;
     let ipam_result = match &ipam_plugin {
@@ -421,7 +423,7 @@ fn add(driver: &Driver, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value
         },
         // CNI_ARGS wins over the configuration's ips, per family.
         None => {
-            let mut ips = args_ips.clone();
+            let mut ips = args_ips.to_vec();
             for ip in &conf.ips {
                 if !ips.iter().any(|i| i.is_ipv6() == ip.is_ipv6()) {
                     ips.push(*ip);
@@ -440,6 +442,7 @@ fn add(driver: &Driver, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value
         mac: args_mac.or(conf.mac),
         ports: conf.port_mappings.clone(),
         routes: routes.clone(),
+        identity,
     };
     let ep = driver.attach(&net, &req).map_err(|e| {
         undo_ipam();
@@ -587,4 +590,28 @@ fn gc(driver: &Driver, conf: &NetConf) -> Result<(), CniError> {
     let keep = |cid: &str, ifname: &str| valid.iter().any(|(c, i)| c == cid && i == ifname);
     driver.gc(&net, &keep)?;
     Ok(())
+}
+
+/// Who the pod is for network policy: its namespace and name from `CNI_ARGS`, its labels and
+/// named ports from `args.cni`; `None` when the runtime says nothing of them. Checked here,
+/// before anything changes (code 7, naming the field).
+fn identity_of(
+    conf: &config::NetConf,
+    args: &config::CniArgs,
+) -> Result<Option<crate::policy::Identity>, CniError> {
+    if args.pod_namespace.is_none() && conf.labels.is_empty() && conf.named_ports.is_empty() {
+        return Ok(None);
+    }
+    let id = crate::policy::Identity {
+        namespace: args
+            .pod_namespace
+            .clone()
+            .unwrap_or_else(|| crate::policy::model::DEFAULT_NAMESPACE.into()),
+        name: args.pod_name.clone(),
+        labels: conf.labels.clone(),
+        named_ports: conf.named_ports.clone(),
+    };
+    id.validate("")
+        .map_err(|e| CniError::config(format!("invalid configuration: {e}")))?;
+    Ok(Some(id))
 }

@@ -23,6 +23,7 @@ pub mod admin;
 pub mod compiled;
 pub mod eval;
 pub mod flow;
+pub mod identity;
 pub mod inventory;
 pub mod model;
 pub mod parse;
@@ -36,6 +37,7 @@ pub use compiled::{
 pub use eval::{
     evaluate, Action, Flow, FlowEnd, PolicySet, Reason, RuleRef, SideVerdict, Verdict, L4,
 };
+pub use identity::Identity;
 pub use inventory::{EndpointRecord, Inventory, LabelChange, NamedPort, NAMESPACE_NAME_LABEL};
 pub use model::{Direction, LabelSelector, Labels, Policy, PolicyKey, Protocol};
 pub use parse::{parse_policies, policy_from_value};

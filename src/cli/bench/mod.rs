@@ -442,7 +442,6 @@ fn run_timed(cmd: &mut Command, stdin: &[u8]) -> Result<(Duration, Vec<u8>)> {
     Ok((d, out.stdout))
 }
 
-
 struct ScenarioResult {
     attach: Vec<Duration>,
     /// ferrynet attach on a dual-stack network (same IPv4 /16, plus an IPv6 /64).
