@@ -7,12 +7,14 @@
 
 mod common;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use ferrynet::netns::Netns;
 
 const DOCKER: &str = "/usr/bin/docker";
 
@@ -24,10 +26,13 @@ struct Docker {
     /// here but the name also keys Docker's own state.
     name: String,
     cgroup: String,
+    state: PathBuf,
     /// `sleep` holding the private mount namespace (tmpfs on /run) in the host's netns.
     holder: Child,
     dockerd: Option<Child>,
     plugin: Option<Child>,
+    /// Plugin logs of earlier runs (restarts), kept for a failure's report.
+    plugin_runs: u32,
 }
 
 impl Docker {
@@ -40,7 +45,7 @@ impl Docker {
         }
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
         for applet in [
-            "sh", "sleep", "ping", "httpd", "wget", "ip", "cat", "nslookup",
+            "sh", "sleep", "ping", "ping6", "httpd", "wget", "ip", "cat", "nslookup", "nc",
         ] {
             symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
@@ -69,9 +74,11 @@ impl Docker {
             cgroup: name.clone(),
             name,
             dir,
+            state: host.state.clone(),
             holder,
             dockerd: None,
             plugin: None,
+            plugin_runs: 0,
         };
         let comm = format!("/proc/{}/comm", d.holder.id());
         assert!(
@@ -80,29 +87,69 @@ impl Docker {
             "the mount namespace holder did not start"
         );
         // The plugin first: a driver whose socket is missing stalls Docker 15 s per call.
-        let log = std::fs::File::create(d.dir.join("plugin.log")).unwrap();
-        d.plugin = Some(
-            d.enter()
-                .env("FERRYNET_STATE_DIR", &host.state)
-                .args([BIN, "docker-plugin", "--name", &d.name])
+        d.start_plugin();
+        d.start_dockerd();
+        let import = format!(
+            "tar -C {} -c . | {DOCKER} -H unix://{} import -c 'CMD [\"/bin/sh\"]' -c 'ENV PATH=/bin' - busybox",
+            rootfs.display(),
+            d.dir.join("docker.sock").display()
+        );
+        ok(Command::new("sh")
+            .args(["-c", &import])
+            .env("DOCKER_CONFIG", d.dir.join("client")));
+        d
+    }
+
+    fn start_plugin(&mut self) {
+        assert!(self.plugin.is_none());
+        self.plugin_runs += 1;
+        let log = std::fs::File::create(self.dir.join(format!("plugin.{}.log", self.plugin_runs)))
+            .unwrap();
+        let sock = self.plugin_socket();
+        // A socket left by a killed plugin: wait for the new one's.
+        let _ = std::fs::remove_file(&sock);
+        self.plugin = Some(
+            self.enter()
+                .env("FERRYNET_STATE_DIR", &self.state)
+                .args([BIN, "docker-plugin", "--name", &self.name])
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
                 .unwrap(),
         );
-        let sock = d.plugin_socket();
         assert!(
-            wait_for(Duration::from_secs(10), || sock.exists()),
+            wait_for(Duration::from_secs(10), || {
+                std::os::unix::net::UnixStream::connect(&sock).is_ok()
+            }),
             "the plugin's socket {} did not appear",
             sock.display()
         );
-        let log = std::fs::File::create(d.dir.join("dockerd.log")).unwrap();
-        let p = |s: &str| d.dir.join(s).display().to_string();
-        let dockerd = d
+    }
+
+    /// SIGKILL: a crash, the socket file stays.
+    fn kill_plugin(&mut self) {
+        let mut p = self.plugin.take().expect("plugin running");
+        p.kill().unwrap();
+        p.wait().unwrap();
+    }
+
+    fn docker_host(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
+    }
+
+    fn start_dockerd(&mut self) {
+        assert!(self.dockerd.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dockerd.log"))
+            .unwrap();
+        let p = |s: &str| self.dir.join(s).display().to_string();
+        let dockerd = self
             .enter()
             .arg("dockerd")
             .args(["--config-file", &p("daemon.json")])
-            .args(["-H", &format!("unix://{}", p("docker.sock"))])
+            .args(["-H", &self.docker_host()])
             .args(["--data-root", &p("data"), "--exec-root", &p("exec")])
             .args(["--pidfile", &p("docker.pid")])
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
@@ -113,28 +160,25 @@ impl Docker {
             ])
             .args(["--exec-opt", "native.cgroupdriver=cgroupfs"])
             .args(["--storage-driver", "overlay2"])
-            .args(["--cgroup-parent", &format!("/{}", d.cgroup)])
+            .args(["--cgroup-parent", &format!("/{}", self.cgroup)])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        d.dockerd = Some(dockerd);
+        self.dockerd = Some(dockerd);
         assert!(
-            wait_for(Duration::from_secs(20), || d
+            wait_for(Duration::from_secs(20), || self
                 .docker_cmd(&["version"])
                 .output()
                 .is_ok_and(|o| o.status.success())),
             "dockerd did not come up"
         );
-        let import = format!(
-            "tar -C {} -c . | {DOCKER} -H unix://{} import -c 'CMD [\"/bin/sh\"]' -c 'ENV PATH=/bin' - busybox",
-            rootfs.display(),
-            p("docker.sock")
-        );
-        ok(Command::new("sh")
-            .args(["-c", &import])
-            .env("DOCKER_CONFIG", d.dir.join("client")));
-        d
+    }
+
+    /// SIGTERM: dockerd stops its containers (Leave, DeleteEndpoint) and exits.
+    fn stop_dockerd(&mut self) {
+        let mut dockerd = self.dockerd.take().expect("dockerd running");
+        terminate(&mut dockerd, Duration::from_secs(20));
     }
 
     /// A command inside the daemon's namespaces (the host's netns, the private mounts).
@@ -161,8 +205,7 @@ impl Docker {
 
     fn docker_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("timeout");
-        c.args(["30", DOCKER, "-H"])
-            .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
+        c.args(["30", DOCKER, "-H", &self.docker_host()])
             .args(args)
             .env("DOCKER_CONFIG", self.dir.join("client"))
             .stdin(Stdio::null());
@@ -177,13 +220,61 @@ impl Docker {
         sh(&mut self.docker_cmd(args)).status.success()
     }
 
+    /// A failing docker command's stderr; panics if it succeeds.
+    fn docker_err(&self, args: &[&str]) -> String {
+        let out = sh(&mut self.docker_cmd(args));
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+        stderr
+    }
+
+    /// `docker network create -d OURS ARGS... NAME`; returns the id.
+    fn network(&self, name: &str, args: &[&str]) -> String {
+        let mut all = vec!["network", "create", "-d", &self.name];
+        all.extend_from_slice(args);
+        all.push(name);
+        self.docker(&all)
+    }
+
+    /// `docker run -d --name NAME OPTS... busybox CMD...`.
+    fn run(&self, name: &str, opts: &[&str], cmd: &[&str]) {
+        let mut all = vec!["run", "-d", "--name", name];
+        all.extend_from_slice(opts);
+        all.push("busybox");
+        all.extend_from_slice(cmd);
+        self.docker(&all);
+    }
+
+    fn exec(&self, container: &str, cmd: &[&str]) -> String {
+        let mut all = vec!["exec", container];
+        all.extend_from_slice(cmd);
+        self.docker(&all)
+    }
+
     fn container_ip(&self, container: &str, network: &str) -> String {
+        self.inspect_net(container, network, "IPAddress")
+    }
+
+    fn inspect_net(&self, container: &str, network: &str, field: &str) -> String {
         self.docker(&[
             "inspect",
             "-f",
-            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").{field}}}}}"),
             container,
         ])
+    }
+
+    /// The container's network namespace, seen from the test (through its init's pid).
+    fn netns(&self, container: &str) -> Netns {
+        let pid = self.docker(&["inspect", "-f", "{{.State.Pid}}", container]);
+        Netns::open(Path::new(&format!("/proc/{pid}/ns/net"))).unwrap()
+    }
+
+    /// Whether `from` gets an echo reply from `to` within `secs` (a first ARP may be lost).
+    fn pings(&self, from: &str, to: &str, secs: u64) -> bool {
+        eventually(secs, || {
+            self.try_docker(&["exec", from, "ping", "-c1", "-W1", to])
+        })
     }
 
     /// Stops everything, in order: containers, dockerd, the plugin, any process left in the
@@ -235,10 +326,12 @@ impl Drop for Docker {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            for log in ["plugin.log", "dockerd.log"] {
-                let text = std::fs::read_to_string(self.dir.join(log)).unwrap_or_default();
+            let mut logs = vec!["dockerd.log".to_string()];
+            logs.extend((1..=self.plugin_runs).map(|i| format!("plugin.{i}.log")));
+            for log in logs {
+                let text = std::fs::read_to_string(self.dir.join(&log)).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                eprintln!("--- {log} (last lines) ---");
+                eprintln!("--- {} {log} (last lines) ---", self.name);
                 for l in tail.iter().rev() {
                     eprintln!("{l}");
                 }
@@ -296,10 +389,10 @@ fn kill_where(pick: impl Fn(&str) -> bool) {
     });
 }
 
-/// `GET /index.html` from inside the host's namespace; the whole answer, None if unreachable.
-fn http_get(host: &Host, addr: &str, port: u16) -> Option<String> {
-    let addr: std::net::SocketAddr = format!("{addr}:{port}").parse().unwrap();
-    host.ns.run(move || {
+/// `GET /index.html` from inside `ns`; the whole answer, None if unreachable.
+fn http_get(ns: &Netns, addr: impl Into<IpAddr>, port: u16) -> Option<String> {
+    let addr = SocketAddr::new(addr.into(), port);
+    ns.run(move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -308,6 +401,50 @@ fn http_get(host: &Host, addr: &str, port: u16) -> Option<String> {
         s.read_to_string(&mut buf).ok()?;
         Some(buf)
     })
+    .unwrap()
+}
+
+/// Whether `GET` from `ns` reaches busybox httpd's page within a few seconds.
+fn serves_page(ns: &Netns, addr: impl Into<IpAddr>, port: u16) -> bool {
+    let addr = addr.into();
+    eventually(5, || {
+        http_get(ns, addr, port).is_some_and(|r| r.contains("hello from docker"))
+    })
+}
+
+/// A UDP echo server on `port` inside `ns`, for as long as the returned socket lives
+/// (busybox has no UDP server): the thread ends when the socket is closed by a timeout.
+fn udp_echo(ns: &Netns, port: u16) -> std::thread::JoinHandle<()> {
+    let sock = ns
+        .run(move || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))
+        .unwrap()
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], peer);
+        }
+    })
+}
+
+/// Sends a datagram from `ns` to `addr:port` and waits for its echo.
+fn udp_roundtrip(ns: &Netns, addr: impl Into<IpAddr>, port: u16) -> bool {
+    let addr = SocketAddr::new(addr.into(), port);
+    ns.run(move || {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        (0..6).any(|_| {
+            sock.send_to(b"ping", addr).is_ok()
+                && sock
+                    .recv_from(&mut buf)
+                    .is_ok_and(|(n, _)| &buf[..n] == b"ping")
+        })
+    })
+    .unwrap()
 }
 
 fn nft_elements(host: &Host) -> Vec<String> {
@@ -333,122 +470,104 @@ fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
+/// State files but locks: what a host with no ferrynet network keeps.
+fn state_files(host: &Host) -> Vec<String> {
+    files_under(&host.state)
+        .into_iter()
+        .filter(|f| !f.ends_with(".lock") && !f.ends_with("/lock"))
+        .collect()
+}
+
+/// Panics with the lines that differ when a host snapshot changed.
+fn assert_same(before: &str, after: &str, what: &str) {
+    if before != after {
+        let (b, a): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
+        let gone: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).collect();
+        let new: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).collect();
+        panic!("{what} changed the host: gone {gone:#?}, new {new:#?}");
+    }
+}
+
+/// The ferrynet network of a Docker network, from `ferrynet network ls --json`.
+fn ferrynet_network(host: &Host, name: &str) -> serde_json::Value {
+    let nets: serde_json::Value =
+        serde_json::from_str(&host.ferrynet(&["network", "ls", "--json"])).unwrap();
+    nets.as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("network {name} not in {nets}"))
+        .clone()
+}
+
+/// The host-side link whose ifindex is `index`, as `ip -o link` shows it.
+fn host_link(host: &Host, index: &str) -> String {
+    let ls = host.ns.exec(&["ip", "-o", "link", "show"]);
+    ls.lines()
+        .find(|l| l.starts_with(&format!("{index}: ")))
+        .unwrap_or_else(|| panic!("no link {index} in the host:\n{ls}"))
+        .to_string()
+}
+
 #[test]
-fn docker_runs_containers_on_a_ferrynet_network() {
+fn docker_containers_talk_reach_out_and_publish_ports() {
     let started = Instant::now();
     let host = Host::new();
+    let world = World::attach_to(&host);
     let mut docker = Docker::start(&host);
     let (ca, cb) = (format!("{}-a", docker.name), format!("{}-b", docker.name));
 
-    // A bad option is Docker's error, naming the option, and creates nothing.
-    let before = host.snapshot();
-    let bad = sh(&mut docker.docker_cmd(&[
-        "network",
-        "create",
-        "-d",
-        &docker.name,
-        "--subnet",
-        "10.91.0.0/24",
-        "-o",
-        "ferrynet.mtu=big",
-        "red",
-    ]));
-    let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        !bad.status.success() && stderr.contains("invalid option ferrynet.mtu=\"big\""),
-        "{stderr}"
-    );
-    assert_eq!(
-        host.snapshot(),
-        before,
-        "a refused network changed the host"
-    );
-
-    let id = docker.docker(&[
-        "network",
-        "create",
-        "-d",
-        &docker.name,
-        "--subnet",
-        "10.90.0.0/24",
-        "blue",
-    ]);
-    // The Docker network is a ferrynet network, named by Docker's short id.
+    let id = docker.network("blue", &["--subnet", "10.90.0.0/24"]);
+    // The Docker network is a ferrynet network.
     let short = &id[..12];
-    let nets: serde_json::Value =
-        serde_json::from_str(&host.ferrynet(&["network", "ls", "--json"])).unwrap();
-    let net = nets
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == short)
-        .unwrap_or_else(|| panic!("network {short} not in {nets}"))
-        .clone();
+    let net = ferrynet_network(&host, short);
     assert_eq!(net["subnet"], "10.90.0.0/24");
     assert_eq!(net["gateway"], "10.90.0.1");
     let bridge = net["bridge"].as_str().unwrap().to_string();
 
-    docker.docker(&[
-        "run",
-        "-d",
-        "--name",
+    docker.run(
         &ca,
-        "--network",
-        "blue",
-        "busybox",
-        "sleep",
-        "600",
-    ]);
-    docker.docker(&[
-        "run",
-        "-d",
-        "--name",
+        &["--network", "blue", "--network-alias", "web-a"],
+        &["sleep", "600"],
+    );
+    docker.run(
         &cb,
-        "--network",
-        "blue",
-        "-p",
-        "8080:80",
-        "busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+        &["--network", "blue", "-p", "8080:80", "-p", "5353:53/udp"],
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+    );
     let (ip_a, ip_b) = (
         docker.container_ip(&ca, "blue"),
         docker.container_ip(&cb, "blue"),
     );
     assert!(ip_a.starts_with("10.90.0.") && ip_b.starts_with("10.90.0."));
+    assert_eq!(docker.inspect_net(&ca, "blue", "Gateway"), "10.90.0.1");
 
-    // By IP and by name (Docker's embedded DNS), both ways.
-    let ping = |from: &str, to: &str| {
-        eventually(5, || {
-            docker.try_docker(&["exec", from, "ping", "-c1", "-W1", to])
-        })
-    };
-    assert!(ping(&ca, &ip_b), "{ca} cannot ping {ip_b}");
-    assert!(ping(&cb, &ip_a), "{cb} cannot ping {ip_a}");
-    assert!(ping(&ca, &cb), "{ca} cannot ping {cb} by name");
-    assert!(ping(&cb, &ca), "{cb} cannot ping {ca} by name");
+    // By IP, by name and by alias (Docker's embedded DNS), both ways.
+    assert!(docker.pings(&ca, &ip_b, 5), "{ca} cannot ping {ip_b}");
+    assert!(docker.pings(&cb, &ip_a, 5), "{cb} cannot ping {ip_a}");
+    assert!(docker.pings(&ca, &cb, 5), "{ca} cannot ping {cb} by name");
+    assert!(docker.pings(&cb, &ca, 5), "{cb} cannot ping {ca} by name");
+    assert!(
+        docker.pings(&cb, "web-a", 5),
+        "{cb} cannot ping alias web-a"
+    );
 
-    // The container's eth0 is one end of a veth whose other end is a port of the bridge.
-    let ls = host.ns.exec(&["ip", "-o", "link", "show"]);
-    for c in [&ca, &cb] {
-        let iflink = docker.docker(&["exec", c, "cat", "/sys/class/net/eth0/iflink"]);
-        let line = ls
-            .lines()
-            .find(|l| l.starts_with(&format!("{iflink}: ")))
-            .unwrap_or_else(|| panic!("no link {iflink} in the host:\n{ls}"));
+    // The container's eth0 is one end of a veth whose other end is a port of the bridge,
+    // with the MAC derived from the address, and its neighbour found by ARP on the bridge.
+    for (c, ip) in [(&ca, &ip_a), (&cb, &ip_b)] {
+        let iflink = docker.exec(c, &["cat", "/sys/class/net/eth0/iflink"]);
+        let line = host_link(&host, &iflink);
         assert!(
             line.contains(&format!("master {bridge} "))
                 && line.split(": ").nth(1).unwrap().starts_with("vf"),
             "{c}'s peer is not a ferrynet port of {bridge}: {line}"
         );
-        let mac = docker.docker(&["exec", c, "cat", "/sys/class/net/eth0/address"]);
-        assert!(mac.starts_with("02:42:0a:5a:00:"), "{c}'s MAC {mac}");
+        let mac = docker.exec(c, &["cat", "/sys/class/net/eth0/address"]);
+        let last: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
+        assert_eq!(mac, format!("02:42:0a:5a:00:{last:02x}"), "{c}'s MAC");
     }
+    let neigh = docker.exec(&ca, &["ip", "neigh", "show", &ip_b]);
+    assert!(neigh.contains("lladdr 02:42:0a:5a:00:"), "{neigh}");
     assert_eq!(host.veths().len(), 2);
     assert_eq!(
         host.reservations(short).len(),
@@ -456,26 +575,68 @@ fn docker_runs_containers_on_a_ferrynet_network() {
         "two addresses, by ip and by key"
     );
 
-    // -p 8080:80 from the host itself (127.0.0.1 and the bridge's address).
-    for addr in ["127.0.0.1", "10.90.0.1"] {
-        let got = eventually(5, || {
-            http_get(&host, addr, 8080).is_some_and(|r| r.contains("hello from docker"))
-        });
-        assert!(got, "{addr}:8080 not reachable from the host");
+    // Out to the world, masqueraded to the host's uplink address.
+    let ns_a = docker.netns(&ca);
+    let srv = server(&world.ns, world.ip, 7000, "world");
+    let reply = ferrynet::probe::fetch(&ns_a, world.ip, 7000).unwrap();
+    assert_eq!(reply.as_deref(), Some("hello from world\n"));
+    assert_eq!(
+        srv.peers(),
+        vec![IpAddr::from(world.host_ip)],
+        "not masqueraded"
+    );
+    drop(srv);
+
+    // -p 8080:80 from the world, from the host (its addresses and 127.0.0.1), hairpin from
+    // the neighbour and from the container itself; -p 5353:53/udp likewise.
+    let ns_b = docker.netns(&cb);
+    let world_ns = world.ns.open();
+    let host_ns = host.ns.open();
+    let uplink = IpAddr::from(world.host_ip);
+    let gw: IpAddr = "10.90.0.1".parse().unwrap();
+    let lo = IpAddr::from(Ipv4Addr::LOCALHOST);
+    for (who, ns, addr) in [
+        ("world", &world_ns, uplink),
+        ("host", &host_ns, uplink),
+        ("host", &host_ns, gw),
+        ("host", &host_ns, lo),
+        ("neighbour (hairpin)", &ns_a, uplink),
+        ("itself (hairpin)", &ns_b, uplink),
+    ] {
+        assert!(serves_page(ns, addr, 8080), "{who} -> {addr}:8080/tcp");
     }
-    assert!(host.port_elements().contains("8080"));
-    let ls = host.ferrynet(&["network", "ls"]);
+    let page = docker.exec(&ca, &["wget", "-qO-", "http://10.201.0.1:8080/"]);
+    assert_eq!(page, "hello from docker");
+    let echo = udp_echo(&ns_b, 53);
+    for (who, ns, addr) in [
+        ("world", &world_ns, uplink),
+        ("host", &host_ns, uplink),
+        ("neighbour (hairpin)", &ns_a, uplink),
+    ] {
+        assert!(udp_roundtrip(ns, addr, 5353), "{who} -> {addr}:5353/udp");
+    }
+    let ports = host
+        .nft_elements("inet")
+        .remove("ports")
+        .unwrap_or_default();
     assert!(
-        ls.lines()
-            .any(|l| l.starts_with(short) && l.trim_end().ends_with('2')),
-        "{ls}"
+        ports.contains("tcp . 8080") && ports.contains("udp . 5353"),
+        "{ports}"
     );
 
     // Removing the containers and the network leaves nothing behind.
-    docker.docker(&["rm", "-f", &ca, &cb]);
+    docker.docker(&["rm", "-f", &cb]);
+    assert!(host.port_elements().is_empty(), "{}", host.port_elements());
+    assert!(!udp_roundtrip(&world_ns, uplink, 5353));
+    drop(echo);
+    docker.docker(&["rm", "-f", &ca]);
     assert!(host.veths().is_empty(), "veths left: {:?}", host.veths());
     assert!(host.reservations(short).is_empty());
-    assert!(host.port_elements().is_empty(), "{}", host.port_elements());
+    assert!(
+        host.container_elements().is_empty(),
+        "{:?}",
+        host.container_elements()
+    );
     docker.docker(&["network", "rm", "blue"]);
     assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
     assert!(!host.ferrynet(&["network", "ls"]).contains(short));
@@ -486,17 +647,19 @@ fn docker_runs_containers_on_a_ferrynet_network() {
             .contains(&bridge),
         "bridge {bridge} left"
     );
-    let left: Vec<String> = files_under(&host.state)
-        .into_iter()
-        .filter(|f| !f.ends_with(".lock"))
-        .collect();
-    assert!(left.is_empty(), "state left: {left:?}");
+    assert!(
+        state_files(&host).is_empty(),
+        "state left: {:?}",
+        state_files(&host)
+    );
 
     // And the harness leaves no process, mount, namespace or cgroup behind.
     let dir = docker.dir.display().to_string();
     let (cgroup, holder) = (docker.cgroup.clone(), docker.holder.id());
     docker.stop();
     drop(docker);
+    drop((ns_a, ns_b, world_ns, host_ns));
+    drop(world);
     let host_name = host.ns.name.clone();
     drop(host);
     let procs = sh(Command::new("pgrep").args(["-f", &dir]));
@@ -515,4 +678,145 @@ fn docker_runs_containers_on_a_ferrynet_network() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn docker_bad_options_are_docker_errors_and_change_nothing() {
+    let host = Host::new();
+    let docker = Docker::start(&host);
+    // A network ferrynet made itself, whose subnet a Docker network must not take.
+    host.create_network("taken", "10.92.0.0/24");
+    let before = host.snapshot();
+    let refused = |opts: &[&str], needle: &str| {
+        let mut args = vec!["network", "create", "-d", &docker.name];
+        args.extend_from_slice(opts);
+        args.push("red");
+        let stderr = docker.docker_err(&args);
+        assert!(stderr.contains(needle), "{opts:?}: {stderr}");
+        assert_same(&before, &host.snapshot(), &format!("{opts:?}"));
+        assert!(!docker.docker(&["network", "ls"]).contains(" red "));
+    };
+    let sub = ["--subnet", "10.91.0.0/24"];
+    refused(
+        &[&sub[..], &["-o", "ferrynet.mtu=big"]].concat(),
+        "invalid option ferrynet.mtu=\"big\"",
+    );
+    refused(
+        &[&sub[..], &["-o", "ferrynet.mtu=100"]].concat(),
+        "invalid option ferrynet.mtu=\"100\"",
+    );
+    refused(
+        &[&sub[..], &["-o", "ferrynet.colour=red"]].concat(),
+        "unknown option ferrynet.colour",
+    );
+    refused(
+        &[&sub[..], &["-o", "ferrynet.masquerade=maybe"]].concat(),
+        "invalid option ferrynet.masquerade",
+    );
+    refused(&["--subnet", "10.92.0.128/25"], "10.92.0.0/24");
+    refused(
+        &["--subnet", "10.91.0.0/24", "--subnet", "10.91.1.0/24"],
+        "at most one IPv4",
+    );
+
+    // An exhausted pool: a /30 has room for one container; the second is refused, and
+    // nothing of it stays.
+    docker.network("tiny", &["--subnet", "10.93.0.0/30"]);
+    let c1 = format!("{}-1", docker.name);
+    let c2 = format!("{}-2", docker.name);
+    docker.run(&c1, &["--network", "tiny"], &["sleep", "600"]);
+    let before = host.snapshot();
+    let stderr = docker.docker_err(&[
+        "run",
+        "-d",
+        "--name",
+        &c2,
+        "--network",
+        "tiny",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert!(stderr.contains("no available"), "{stderr}");
+    assert_same(&before, &host.snapshot(), "a refused container");
+    docker.docker(&["rm", "-f", &c1, &c2]);
+    docker.docker(&["network", "rm", "tiny"]);
+    assert!(host.veths().is_empty());
+}
+
+/// `ping -i 0.1` from the container's namespace (the host's iputils ping, via nsenter).
+fn ping_from(docker: &Docker, container: &str, target: &str) -> ContinuousPing {
+    let pid = docker.docker(&["inspect", "-f", "{{.State.Pid}}", container]);
+    let mut cmd = Command::new("nsenter");
+    cmd.args([
+        "-t", &pid, "--net", "--", "ping", "-i", "0.1", "-W", "1", "-q", target,
+    ]);
+    ContinuousPing::from_command(cmd)
+}
+
+#[test]
+fn docker_containers_survive_plugin_and_daemon_restarts() {
+    let host = Host::new();
+    let mut docker = Docker::start(&host);
+    let (ca, cb, cc) = (
+        format!("{}-a", docker.name),
+        format!("{}-b", docker.name),
+        format!("{}-c", docker.name),
+    );
+    let id = docker.network("blue", &["--subnet", "10.94.0.0/24"]);
+    let short = &id[..12];
+    // `sleep` as pid 1 ignores SIGTERM: dockerd's shutdown would wait 10 s for each.
+    let opts = ["--network", "blue", "--stop-timeout", "0"];
+    docker.run(&ca, &opts, &["sleep", "600"]);
+    docker.run(
+        &cb,
+        &["--network", "blue", "-p", "8081:80"],
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+    );
+    docker.run(&cc, &opts, &["sleep", "600"]);
+    let ip_b = docker.container_ip(&cb, "blue");
+    assert!(docker.pings(&ca, &ip_b, 5));
+
+    // The plugin crashes and comes back while containers run: the data plane does not notice.
+    let ping = ping_from(&docker, &ca, &ip_b);
+    std::thread::sleep(Duration::from_millis(700));
+    docker.kill_plugin();
+    std::thread::sleep(Duration::from_millis(500));
+    docker.start_plugin();
+    std::thread::sleep(Duration::from_millis(700));
+    let (sent, received) = ping.stop();
+    assert!(sent >= 15, "only {sent} pings sent");
+    assert_eq!(received, sent, "pings lost across the plugin's restart");
+    let host_ns = host.ns.open();
+    assert!(serves_page(&host_ns, Ipv4Addr::LOCALHOST, 8081));
+
+    // The restarted plugin cleans up what the first one made.
+    docker.docker(&["rm", "-f", &cb]);
+    assert_eq!(host.veths().len(), 2, "{:?}", host.veths());
+    assert_eq!(host.reservations(short).len(), 4);
+    assert!(host.port_elements().is_empty(), "{}", host.port_elements());
+
+    // dockerd restarts: it stops the containers (their endpoints go) and `docker start`
+    // brings them back with their addresses and MACs.
+    docker.stop_dockerd();
+    assert!(host.veths().is_empty(), "{:?}", host.veths());
+    assert!(host.reservations(short).is_empty());
+    docker.start_dockerd();
+    docker.docker(&["start", &ca, &cc]);
+    // Docker may hand out other addresses now; the MAC follows the address.
+    for c in [&ca, &cc] {
+        let ip = docker.container_ip(c, "blue");
+        let last: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
+        let mac = docker.exec(c, &["cat", "/sys/class/net/eth0/address"]);
+        assert_eq!(mac, format!("02:42:0a:5e:00:{last:02x}"), "{c}'s MAC");
+    }
+    assert!(docker.pings(&ca, &cc, 5), "{ca} cannot ping {cc} by name");
+    assert!(
+        docker.pings(&cc, "10.94.0.1", 5),
+        "{cc} cannot ping the gateway"
+    );
+    docker.docker(&["rm", "-f", &ca, &cc]);
+    docker.docker(&["network", "rm", "blue"]);
+    assert!(host.veths().is_empty(), "{:?}", host.veths());
+    assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));
 }

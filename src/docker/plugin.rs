@@ -160,15 +160,16 @@ impl Plugin {
             network: name,
             internal: opts.internal,
         };
-        let dir = self.docker_dir();
-        ensure_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut h = Handle::new().map_err(|e| e.to_string())?;
+        // The driver validates everything (the subnet against every other network too)
+        // before its first change; a refused network leaves nothing, not even a directory.
         self.driver
             .create_network(&mut h, &net)
             .map_err(|e| e.to_string())?;
         let p = self.record_path(&id)?;
         let data = serde_json::to_vec_pretty(&rec).expect("serializable");
-        if let Err(e) = create_exclusive(&p, &data) {
+        let dir = self.docker_dir();
+        if let Err(e) = ensure_dir(&dir).and_then(|()| create_exclusive(&p, &data)) {
             let _ = self.driver.remove_network(&net);
             let _ = self.state().remove(&net.name);
             return Err(format!("{}: {e}", p.display()));
