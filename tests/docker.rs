@@ -820,3 +820,186 @@ fn docker_containers_survive_plugin_and_daemon_restarts() {
     assert!(host.veths().is_empty(), "{:?}", host.veths());
     assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));
 }
+
+#[test]
+fn docker_connect_isolation_internal_and_static_addresses() {
+    let host = Host::new();
+    let world = World::attach_to(&host);
+    let docker = Docker::start(&host);
+    let (ca, cb, cc, ci) = (
+        format!("{}-a", docker.name),
+        format!("{}-b", docker.name),
+        format!("{}-c", docker.name),
+        format!("{}-i", docker.name),
+    );
+    let blue = docker.network("blue", &["--subnet", "10.95.0.0/24"]);
+    let green = docker.network(
+        "green",
+        &["--subnet", "10.96.0.0/24", "--gateway", "10.96.0.254"],
+    );
+    let internal = docker.network("inside", &["--internal", "--subnet", "10.97.0.0/24"]);
+    let bridge_of = |id: &str| {
+        ferrynet_network(&host, &id[..12])["bridge"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let opts = ["--stop-timeout", "0"];
+
+    // Static address and MAC.
+    docker.run(
+        &ca,
+        &[
+            &opts[..],
+            &[
+                "--network",
+                "blue",
+                "--ip",
+                "10.95.0.50",
+                "--mac-address",
+                "02:00:00:00:95:50",
+            ],
+        ]
+        .concat(),
+        &["sleep", "600"],
+    );
+    assert_eq!(docker.container_ip(&ca, "blue"), "10.95.0.50");
+    let eth0 = docker.exec(&ca, &["ip", "-o", "addr", "show", "eth0"]);
+    assert!(eth0.contains("inet 10.95.0.50/24"), "{eth0}");
+    assert_eq!(
+        docker.exec(&ca, &["cat", "/sys/class/net/eth0/address"]),
+        "02:00:00:00:95:50"
+    );
+    assert!(
+        host.reservations(&blue[..12])
+            .contains(&"ip-10.95.0.50".to_string()),
+        "{:?}",
+        host.reservations(&blue[..12])
+    );
+
+    docker.run(
+        &cb,
+        &[&opts[..], &["--network", "green"]].concat(),
+        &["sleep", "600"],
+    );
+    docker.run(
+        &cc,
+        &[&opts[..], &["--network", "blue"]].concat(),
+        &["sleep", "600"],
+    );
+    let ip_b = docker.container_ip(&cb, "green");
+    assert_eq!(docker.inspect_net(&cb, "green", "Gateway"), "10.96.0.254");
+
+    // a joins green too, as eth1 on green's bridge; it reaches b there, c stays on blue
+    // and cannot cross to green (isolation), nor can b reach blue.
+    docker.docker(&["network", "connect", "green", &ca]);
+    let ip_a_green = docker.container_ip(&ca, "green");
+    let iflink = docker.exec(&ca, &["cat", "/sys/class/net/eth1/iflink"]);
+    let line = host_link(&host, &iflink);
+    assert!(
+        line.contains(&format!("master {} ", bridge_of(&green))),
+        "{line}"
+    );
+    assert!(
+        docker.pings(&ca, &ip_b, 5),
+        "{ca} cannot reach {ip_b} on green"
+    );
+    assert!(docker.pings(&cb, &ip_a_green, 5));
+    assert!(
+        docker.pings(&cb, &ca, 5),
+        "{cb} cannot reach {ca} by name on green"
+    );
+    assert!(
+        !docker.try_docker(&["exec", &cc, "ping", "-c2", "-W1", &ip_b]),
+        "blue reached green"
+    );
+    assert!(
+        !docker.try_docker(&["exec", &cb, "ping", "-c2", "-W1", "10.95.0.50"]),
+        "green reached blue"
+    );
+    docker.docker(&["network", "disconnect", "green", &ca]);
+    assert_eq!(host.veths().len(), 3, "{:?}", host.veths());
+    assert!(docker
+        .exec(&ca, &["ip", "-o", "link"])
+        .lines()
+        .all(|l| !l.contains("eth1")));
+
+    // --internal: no default route, no way out, neighbours still reachable.
+    docker.run(
+        &ci,
+        &[&opts[..], &["--network", "inside"]].concat(),
+        &["sleep", "600"],
+    );
+    let routes = docker.exec(&ci, &["ip", "route"]);
+    assert!(!routes.contains("default"), "{routes}");
+    let ns_i = docker.netns(&ci);
+    let srv = server(&world.ns, world.ip, 7000, "world");
+    assert_eq!(ferrynet::probe::fetch(&ns_i, world.ip, 7000).unwrap(), None);
+    assert!(srv.peers().is_empty());
+    assert!(
+        docker.pings(&ci, "10.97.0.1", 5),
+        "{ci} cannot reach its gateway"
+    );
+    let _ = internal;
+
+    docker.docker(&["rm", "-f", &ca, &cb, &cc, &ci]);
+    for n in ["blue", "green", "inside"] {
+        docker.docker(&["network", "rm", n]);
+    }
+    assert!(host.veths().is_empty(), "{:?}", host.veths());
+    assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
+    assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));
+}
+
+#[test]
+fn docker_dual_stack_network() {
+    let host = Host::new();
+    let docker = Docker::start(&host);
+    let (ca, cb) = (format!("{}-a", docker.name), format!("{}-b", docker.name));
+    let id = docker.network(
+        "dual",
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.98.0.0/24",
+            "--subnet",
+            "fd00:98::/64",
+        ],
+    );
+    let net = ferrynet_network(&host, &id[..12]);
+    assert_eq!(net["subnet6"], "fd00:98::/64", "{net}");
+    let opts = ["--network", "dual", "--stop-timeout", "0"];
+    docker.run(&ca, &opts, &["sleep", "600"]);
+    docker.run(&cb, &opts, &["sleep", "600"]);
+    let v6 = |c: &str| docker.inspect_net(c, "dual", "GlobalIPv6Address");
+    let (a6, b6) = (v6(&ca), v6(&cb));
+    assert!(
+        a6.starts_with("fd00:98::") && b6.starts_with("fd00:98::"),
+        "{a6} {b6}"
+    );
+    assert_eq!(docker.inspect_net(&ca, "dual", "IPv6Gateway"), "fd00:98::1");
+    let routes = docker.exec(&ca, &["ip", "-6", "route"]);
+    assert!(routes.contains("default via fd00:98::1"), "{routes}");
+    let ping6 = |from: &str, to: &str| {
+        eventually(5, || {
+            docker.try_docker(&["exec", from, "ping6", "-c1", "-W1", to])
+        })
+    };
+    assert!(ping6(&ca, &b6), "{ca} cannot ping6 {b6}");
+    assert!(ping6(&cb, &a6), "{cb} cannot ping6 {a6}");
+    assert!(ping6(&ca, "fd00:98::1"), "{ca} cannot ping6 the gateway");
+    let ip_b = docker.container_ip(&cb, "dual");
+    assert!(docker.pings(&ca, &ip_b, 5));
+    assert_eq!(
+        host.reservations6(&id[..12]).len(),
+        4,
+        "{:?}",
+        host.reservations6(&id[..12])
+    );
+
+    docker.docker(&["rm", "-f", &ca, &cb]);
+    assert!(host.reservations6(&id[..12]).is_empty());
+    docker.docker(&["network", "rm", "dual"]);
+    assert!(host.veths().is_empty(), "{:?}", host.veths());
+    assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));
+}
