@@ -674,6 +674,40 @@ impl StateDir {
         let p = self.network_file(name);
         Self::io(&p, remove_if_exists(&p)).map(|_| ())
     }
+
+    /// Records network `old` under the name `new` too (the same network: bridge, subnets and
+    /// all): the first half of a rename, which [`StateDir::remove`] of `old` completes once
+    /// nothing refers to `old` any more. Only for a network without endpoints or reservations
+    /// (their paths hold the name): refused otherwise. A copy left by an interrupted rename
+    /// is taken as done. Caller holds the lock.
+    pub fn copy_as(&self, old: &str, new: &str) -> Result<NetworkConfig, NetworkError> {
+        validate_id("network name", new)?;
+        let mut net = self.load(old)?;
+        for dir in [self.endpoints_dir(old), self.ipam_dir(old)] {
+            if dir.exists() {
+                return Err(invalid(
+                    "rename of network",
+                    old,
+                    format!("it has had endpoints ({} exists)", dir.display()),
+                ));
+            }
+        }
+        net.name = new.to_string();
+        match self.load(new) {
+            Ok(other) if other == net => return Ok(net),
+            Ok(_) => return Err(NetworkError::Exists(new.to_string())),
+            Err(NetworkError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let p = self.network_file(new);
+        let data = serde_json::to_vec_pretty(&net).expect("serializable");
+        match create_exclusive(&p, &data) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(NetworkError::Exists(new.to_string()))
+            }
+            r => Self::io(&p, r).map(|()| net),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -112,6 +112,7 @@ impl Docker {
             self.enter()
                 .env("FERRYNET_STATE_DIR", &self.state)
                 .args([BIN, "docker-plugin", "--name", &self.name])
+                .args(["--docker-host", &self.docker_host()])
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
@@ -488,16 +489,22 @@ fn assert_same(before: &str, after: &str, what: &str) {
     }
 }
 
-/// The ferrynet network of a Docker network, from `ferrynet network ls --json`.
+/// The ferrynet network `name` from `ferrynet network ls --json`, waiting a little: the
+/// plugin learns a Docker network's name from the daemon just after creating it.
 fn ferrynet_network(host: &Host, name: &str) -> serde_json::Value {
-    let nets: serde_json::Value =
-        serde_json::from_str(&host.ferrynet(&["network", "ls", "--json"])).unwrap();
-    nets.as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == name)
-        .unwrap_or_else(|| panic!("network {name} not in {nets}"))
-        .clone()
+    let mut nets = serde_json::Value::Null;
+    let mut found = None;
+    eventually(5, || {
+        nets = serde_json::from_str(&host.ferrynet(&["network", "ls", "--json"])).unwrap();
+        found = nets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .cloned();
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("network {name} not in {nets}"))
 }
 
 /// The host-side link whose ifindex is `index`, as `ip -o link` shows it.
@@ -518,9 +525,15 @@ fn docker_containers_talk_reach_out_and_publish_ports() {
     let (ca, cb) = (format!("{}-a", docker.name), format!("{}-b", docker.name));
 
     let id = docker.network("blue", &["--subnet", "10.90.0.0/24"]);
-    // The Docker network is a ferrynet network.
-    let short = &id[..12];
-    let net = ferrynet_network(&host, short);
+    // The Docker network is a ferrynet network, under its Docker name.
+    let net = ferrynet_network(&host, "blue");
+    let inspect = host.ferrynet(&["network", "inspect", "blue"]);
+    assert!(inspect.contains("10.90.0.0/24"), "{inspect}");
+    let ls = host.ferrynet(&["network", "ls"]);
+    assert!(
+        ls.lines().all(|l| !l.starts_with(&id[..12])),
+        "the id stays the name: {ls}"
+    );
     assert_eq!(net["subnet"], "10.90.0.0/24");
     assert_eq!(net["gateway"], "10.90.0.1");
     let bridge = net["bridge"].as_str().unwrap().to_string();
@@ -570,7 +583,7 @@ fn docker_containers_talk_reach_out_and_publish_ports() {
     assert!(neigh.contains("lladdr 02:42:0a:5a:00:"), "{neigh}");
     assert_eq!(host.veths().len(), 2);
     assert_eq!(
-        host.reservations(short).len(),
+        host.reservations("blue").len(),
         4,
         "two addresses, by ip and by key"
     );
@@ -631,7 +644,7 @@ fn docker_containers_talk_reach_out_and_publish_ports() {
     drop(echo);
     docker.docker(&["rm", "-f", &ca]);
     assert!(host.veths().is_empty(), "veths left: {:?}", host.veths());
-    assert!(host.reservations(short).is_empty());
+    assert!(host.reservations("blue").is_empty());
     assert!(
         host.container_elements().is_empty(),
         "{:?}",
@@ -639,7 +652,7 @@ fn docker_containers_talk_reach_out_and_publish_ports() {
     );
     docker.docker(&["network", "rm", "blue"]);
     assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
-    assert!(!host.ferrynet(&["network", "ls"]).contains(short));
+    assert!(!host.ferrynet(&["network", "ls"]).contains("blue"));
     assert!(
         !host
             .ns
@@ -721,10 +734,14 @@ fn docker_bad_options_are_docker_errors_and_change_nothing() {
 
     // An exhausted pool: a /30 has room for one container; the second is refused, and
     // nothing of it stays.
-    docker.network("tiny", &["--subnet", "10.93.0.0/30"]);
+    // Named like a ferrynet network that exists: the Docker network keeps its id as its
+    // ferrynet name.
+    let id = docker.network("taken", &["--subnet", "10.93.0.0/30"]);
     let c1 = format!("{}-1", docker.name);
     let c2 = format!("{}-2", docker.name);
-    docker.run(&c1, &["--network", "tiny"], &["sleep", "600"]);
+    docker.run(&c1, &["--network", "taken"], &["sleep", "600"]);
+    assert_eq!(ferrynet_network(&host, &id[..12])["subnet"], "10.93.0.0/30");
+    assert_eq!(ferrynet_network(&host, "taken")["subnet"], "10.92.0.0/24");
     let before = host.snapshot();
     let stderr = docker.docker_err(&[
         "run",
@@ -732,7 +749,7 @@ fn docker_bad_options_are_docker_errors_and_change_nothing() {
         "--name",
         &c2,
         "--network",
-        "tiny",
+        "taken",
         "busybox",
         "sleep",
         "600",
@@ -740,7 +757,7 @@ fn docker_bad_options_are_docker_errors_and_change_nothing() {
     assert!(stderr.contains("no available"), "{stderr}");
     assert_same(&before, &host.snapshot(), "a refused container");
     docker.docker(&["rm", "-f", &c1, &c2]);
-    docker.docker(&["network", "rm", "tiny"]);
+    docker.docker(&["network", "rm", "taken"]);
     assert!(host.veths().is_empty());
 }
 
@@ -763,8 +780,7 @@ fn docker_containers_survive_plugin_and_daemon_restarts() {
         format!("{}-b", docker.name),
         format!("{}-c", docker.name),
     );
-    let id = docker.network("blue", &["--subnet", "10.94.0.0/24"]);
-    let short = &id[..12];
+    docker.network("blue", &["--subnet", "10.94.0.0/24"]);
     // `sleep` as pid 1 ignores SIGTERM: dockerd's shutdown would wait 10 s for each.
     let opts = ["--network", "blue", "--stop-timeout", "0"];
     docker.run(&ca, &opts, &["sleep", "600"]);
@@ -793,14 +809,14 @@ fn docker_containers_survive_plugin_and_daemon_restarts() {
     // The restarted plugin cleans up what the first one made.
     docker.docker(&["rm", "-f", &cb]);
     assert_eq!(host.veths().len(), 2, "{:?}", host.veths());
-    assert_eq!(host.reservations(short).len(), 4);
+    assert_eq!(host.reservations("blue").len(), 4);
     assert!(host.port_elements().is_empty(), "{}", host.port_elements());
 
     // dockerd restarts: it stops the containers (their endpoints go) and `docker start`
     // brings them back with their addresses and MACs.
     docker.stop_dockerd();
     assert!(host.veths().is_empty(), "{:?}", host.veths());
-    assert!(host.reservations(short).is_empty());
+    assert!(host.reservations("blue").is_empty());
     docker.start_dockerd();
     docker.docker(&["start", &ca, &cc]);
     // Docker may hand out other addresses now; the MAC follows the address.
@@ -832,14 +848,14 @@ fn docker_connect_isolation_internal_and_static_addresses() {
         format!("{}-c", docker.name),
         format!("{}-i", docker.name),
     );
-    let blue = docker.network("blue", &["--subnet", "10.95.0.0/24"]);
-    let green = docker.network(
+    docker.network("blue", &["--subnet", "10.95.0.0/24"]);
+    docker.network(
         "green",
         &["--subnet", "10.96.0.0/24", "--gateway", "10.96.0.254"],
     );
-    let internal = docker.network("inside", &["--internal", "--subnet", "10.97.0.0/24"]);
-    let bridge_of = |id: &str| {
-        ferrynet_network(&host, &id[..12])["bridge"]
+    docker.network("inside", &["--internal", "--subnet", "10.97.0.0/24"]);
+    let bridge_of = |name: &str| {
+        ferrynet_network(&host, name)["bridge"]
             .as_str()
             .unwrap()
             .to_string()
@@ -871,10 +887,10 @@ fn docker_connect_isolation_internal_and_static_addresses() {
         "02:00:00:00:95:50"
     );
     assert!(
-        host.reservations(&blue[..12])
+        host.reservations("blue")
             .contains(&"ip-10.95.0.50".to_string()),
         "{:?}",
-        host.reservations(&blue[..12])
+        host.reservations("blue")
     );
 
     docker.run(
@@ -897,7 +913,7 @@ fn docker_connect_isolation_internal_and_static_addresses() {
     let iflink = docker.exec(&ca, &["cat", "/sys/class/net/eth1/iflink"]);
     let line = host_link(&host, &iflink);
     assert!(
-        line.contains(&format!("master {} ", bridge_of(&green))),
+        line.contains(&format!("master {} ", bridge_of("green"))),
         "{line}"
     );
     assert!(
@@ -940,7 +956,6 @@ fn docker_connect_isolation_internal_and_static_addresses() {
         docker.pings(&ci, "10.97.0.1", 5),
         "{ci} cannot reach its gateway"
     );
-    let _ = internal;
 
     docker.docker(&["rm", "-f", &ca, &cb, &cc, &ci]);
     for n in ["blue", "green", "inside"] {
@@ -956,7 +971,7 @@ fn docker_dual_stack_network() {
     let host = Host::new();
     let docker = Docker::start(&host);
     let (ca, cb) = (format!("{}-a", docker.name), format!("{}-b", docker.name));
-    let id = docker.network(
+    docker.network(
         "dual",
         &[
             "--ipv6",
@@ -966,7 +981,7 @@ fn docker_dual_stack_network() {
             "fd00:98::/64",
         ],
     );
-    let net = ferrynet_network(&host, &id[..12]);
+    let net = ferrynet_network(&host, "dual");
     assert_eq!(net["subnet6"], "fd00:98::/64", "{net}");
     let opts = ["--network", "dual", "--stop-timeout", "0"];
     docker.run(&ca, &opts, &["sleep", "600"]);
@@ -991,14 +1006,14 @@ fn docker_dual_stack_network() {
     let ip_b = docker.container_ip(&cb, "dual");
     assert!(docker.pings(&ca, &ip_b, 5));
     assert_eq!(
-        host.reservations6(&id[..12]).len(),
+        host.reservations6("dual").len(),
         4,
         "{:?}",
-        host.reservations6(&id[..12])
+        host.reservations6("dual")
     );
 
     docker.docker(&["rm", "-f", &ca, &cb]);
-    assert!(host.reservations6(&id[..12]).is_empty());
+    assert!(host.reservations6("dual").is_empty());
     docker.docker(&["network", "rm", "dual"]);
     assert!(host.veths().is_empty(), "{:?}", host.veths());
     assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));

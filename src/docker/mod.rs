@@ -9,6 +9,7 @@
 //! blocking work (netlink, nf_tables, file locks), so each runs on tokio's blocking pool.
 
 pub mod api;
+pub mod client;
 pub mod plugin;
 
 use std::convert::Infallible;
