@@ -27,6 +27,8 @@ struct Docker {
     name: String,
     cgroup: String,
     state: PathBuf,
+    /// Where the host's agent (if any) writes its lease.
+    subnet_file: PathBuf,
     /// `sleep` holding the private mount namespace (tmpfs on /run) in the host's netns.
     holder: Child,
     dockerd: Option<Child>,
@@ -75,6 +77,7 @@ impl Docker {
             name,
             dir,
             state: host.state.clone(),
+            subnet_file: subnet_file(host),
             holder,
             dockerd: None,
             plugin: None,
@@ -113,6 +116,8 @@ impl Docker {
                 .env("FERRYNET_STATE_DIR", &self.state)
                 .args([BIN, "docker-plugin", "--name", &self.name])
                 .args(["--docker-host", &self.docker_host()])
+                .arg("--subnet-file")
+                .arg(&self.subnet_file)
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
@@ -477,6 +482,10 @@ fn state_files(host: &Host) -> Vec<String> {
         .into_iter()
         .filter(|f| !f.ends_with(".lock") && !f.ends_with("/lock"))
         .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 /// Panics with the lines that differ when a host snapshot changed.
@@ -1015,6 +1024,78 @@ fn docker_dual_stack_network() {
     docker.docker(&["rm", "-f", &ca, &cb]);
     assert!(host.reservations6("dual").is_empty());
     docker.docker(&["network", "rm", "dual"]);
+    assert!(host.veths().is_empty(), "{:?}", host.veths());
+    assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));
+}
+
+#[test]
+fn docker_uses_ferrynet_ipam_for_ranges_and_static_addresses() {
+    let host = Host::new();
+    let docker = Docker::start(&host);
+    let n = |s: &str| format!("{}-{s}", docker.name);
+    let ipam = ["-d", &docker.name, "--ipam-driver", &docker.name];
+    let create = |extra: &[&str], name: &str| -> Vec<String> {
+        let mut args: Vec<String> = ["network", "create"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(ipam.iter().chain(extra).map(|s| s.to_string()));
+        args.push(name.to_string());
+        args
+    };
+    // IPAM errors are Docker errors too ("Error", not "Err"), and change nothing.
+    let before = host.snapshot();
+    let stderr = docker.docker_err(&strs(&create(
+        &["--subnet", "10.99.0.0/24", "--ipam-opt", "colour=red"],
+        "bad",
+    )));
+    assert!(stderr.contains("unknown --ipam-opt colour"), "{stderr}");
+    let stderr = docker.docker_err(&strs(&create(&["--ipam-opt", "subnet=auto"], "bad")));
+    assert!(stderr.contains("is the ferrynet agent running"), "{stderr}");
+    assert_same(&before, &host.snapshot(), "refused IPAM requests");
+
+    docker.docker(&strs(&create(
+        &["--subnet", "10.99.0.0/24", "--ip-range", "10.99.0.64/31"],
+        "own",
+    )));
+    let opts = ["--network", "own", "--stop-timeout", "0"];
+    docker.run(&n("a"), &opts, &["sleep", "600"]);
+    docker.run(
+        &n("b"),
+        &[&opts[..], &["--ip", "10.99.0.10"]].concat(),
+        &["sleep", "600"],
+    );
+    docker.run(&n("c"), &opts, &["sleep", "600"]);
+    assert_eq!(docker.container_ip(&n("a"), "own"), "10.99.0.64");
+    assert_eq!(docker.container_ip(&n("b"), "own"), "10.99.0.10");
+    assert_eq!(docker.container_ip(&n("c"), "own"), "10.99.0.65");
+    assert_eq!(docker.inspect_net(&n("a"), "own", "Gateway"), "10.99.0.1");
+    let eth0 = docker.exec(&n("a"), &["ip", "-o", "addr", "show", "eth0"]);
+    assert!(eth0.contains("inet 10.99.0.64/24"), "{eth0}");
+    assert!(docker.pings(&n("a"), "10.99.0.10", 5));
+    assert!(docker.pings(&n("b"), &n("c"), 5));
+    // The range is full; the refused container leaves nothing.
+    let before = host.snapshot();
+    let stderr = docker.docker_err(&[
+        "run",
+        "-d",
+        "--name",
+        &n("d"),
+        "--network",
+        "own",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert!(stderr.contains("no free address left"), "{stderr}");
+    assert_same(&before, &host.snapshot(), "a container of a full pool");
+    // A released address is handed out again.
+    docker.docker(&["rm", "-f", &n("a"), &n("d")]);
+    docker.run(&n("e"), &opts, &["sleep", "600"]);
+    assert_eq!(docker.container_ip(&n("e"), "own"), "10.99.0.64");
+
+    docker.docker(&["rm", "-f", &n("b"), &n("c"), &n("e")]);
+    docker.docker(&["network", "rm", "own"]);
     assert!(host.veths().is_empty(), "{:?}", host.veths());
     assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));
 }

@@ -22,6 +22,10 @@ pub struct DockerPluginArgs {
     /// The Docker daemon's API socket, asked for the names of Docker's networks.
     #[arg(long, env = "DOCKER_HOST", default_value = DEFAULT_HOST)]
     docker_host: String,
+    /// The agent's subnet.env, for `--ipam-opt subnet=auto` (as `ferrynet agent
+    /// --subnet-file`). [default: RUN_DIR/subnet.env, i.e. /run/ferrynet/subnet.env]
+    #[arg(long)]
+    subnet_file: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -50,6 +54,14 @@ pub fn run(a: DockerPluginArgs, state: &StateDir) -> Result<()> {
     Logger::new("docker")
         .field("driver", name.as_str())
         .init_stderr(a.log_format);
-    serve(&socket, Plugin::new(state.clone(), docker))?;
+    serve(
+        &socket,
+        Plugin::new(
+            state.clone(),
+            docker,
+            a.subnet_file
+                .unwrap_or_else(|| state.run_dir().join("subnet.env")),
+        ),
+    )?;
     Ok(())
 }

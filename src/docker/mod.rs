@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod client;
+pub mod ipam;
 pub mod plugin;
 
 use std::convert::Infallible;

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::api::*;
 use super::client::DockerHost;
+use super::ipam::DockerIpam;
 use crate::bridge::{default_mtu, AddressRequest, Driver, PrepareRequest, Source};
 use crate::firewall::{PortMapping, Protocol};
 use crate::netlink::{Handle, Mac};
@@ -51,6 +52,8 @@ pub struct Plugin {
     driver: Driver,
     /// The daemon's API, asked for what its calls do not carry (a network's name).
     docker: DockerHost,
+    /// The same socket serves Docker's IPAM driver protocol (`--ipam-driver NAME`).
+    ipam: DockerIpam,
     /// One call at a time: Docker's calls are few, and a network's creation and removal
     /// must not interleave with its endpoints' calls.
     lock: Mutex<()>,
@@ -59,8 +62,9 @@ pub struct Plugin {
 type Reply = Result<Value, String>;
 
 impl Plugin {
-    pub fn new(state: StateDir, docker: DockerHost) -> Plugin {
+    pub fn new(state: StateDir, docker: DockerHost, subnet_file: PathBuf) -> Plugin {
         Plugin {
+            ipam: DockerIpam::new(state.clone(), subnet_file),
             driver: Driver::new(state),
             docker,
             lock: Mutex::new(()),
@@ -71,7 +75,11 @@ impl Plugin {
     pub fn call(self: &Arc<Self>, method: &str, body: &[u8]) -> Value {
         let _one = self.one_at_a_time();
         let reply = match method {
-            "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver"] })),
+            "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
+            m if m.starts_with("IpamDriver.") => match self.ipam.call(m, body) {
+                Some(reply) => reply,
+                None => Err(format!("ferrynet does not implement {method}")),
+            },
             "NetworkDriver.GetCapabilities" => {
                 Ok(json!({ "Scope": "local", "ConnectivityScope": "local" }))
             }
@@ -101,7 +109,12 @@ impl Plugin {
             }
             Err(e) => {
                 tracing::warn!(method, error = e.as_str(), "refused");
-                err(e)
+                // The IPAM protocol reads its errors from another field.
+                if method.starts_with("IpamDriver.") {
+                    json!({ "Error": e })
+                } else {
+                    err(e)
+                }
             }
         }
     }
@@ -516,7 +529,7 @@ fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("invalid request: {e}"))
 }
 
