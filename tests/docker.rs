@@ -1099,3 +1099,77 @@ fn docker_uses_ferrynet_ipam_for_ranges_and_static_addresses() {
     assert!(host.veths().is_empty(), "{:?}", host.veths());
     assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));
 }
+
+#[test]
+fn docker_hosts_with_agents_reach_each_other_across_hosts() {
+    let fabric = Fabric::new();
+    let store = std::env::temp_dir().join(format!("ferrynet-docker-{}.json", fabric.ns.name));
+    let hosts = [Host::new(), Host::new()];
+    let mut agents = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        fabric.plug(h, &format!("10.200.0.{}", 11 + i), &format!("p{i}"));
+        agents.push(Agent::start(h, &store, "host-gw", &format!("node{i}"), &[]));
+    }
+    let dockers: Vec<Docker> = hosts.iter().map(Docker::start).collect();
+    let mut ips = Vec::new();
+    for (i, (h, d)) in hosts.iter().zip(&dockers).enumerate() {
+        d.docker(&[
+            "network",
+            "create",
+            "-d",
+            &d.name,
+            "--ipam-driver",
+            &d.name,
+            "--ipam-opt",
+            "subnet=auto",
+            "cluster",
+        ]);
+        // The Docker network's subnet is this host's lease.
+        let leased: ipnet::IpNet = leased_subnet(h).parse().unwrap();
+        let net = ferrynet_network(h, "cluster");
+        assert_eq!(net["subnet"], leased.trunc().to_string(), "host {i}");
+        let c = format!("{}-c", d.name);
+        d.run(
+            &c,
+            &["--network", "cluster", "--stop-timeout", "0"],
+            &["sleep", "600"],
+        );
+        let ip = d.container_ip(&c, "cluster");
+        assert!(
+            leased.contains(&ip.parse::<IpAddr>().unwrap()),
+            "{ip} not in {leased}"
+        );
+        ips.push((d, c, ip));
+    }
+    let (d0, c0, ip0) = &ips[0];
+    let (d1, c1, ip1) = &ips[1];
+    assert!(
+        d0.pings(c0, ip1, 10),
+        "{c0} cannot reach {ip1} on the other host"
+    );
+    assert!(
+        d1.pings(c1, ip0, 10),
+        "{c1} cannot reach {ip0} on the other host"
+    );
+    // Across hosts the peer sees the container's own address (no masquerade in the cluster).
+    let srv =
+        ferrynet::probe::Server::start(&d1.netns(c1), Ipv4Addr::UNSPECIFIED, 7000, "c1").unwrap();
+    let ip1v4: Ipv4Addr = ip1.parse().unwrap();
+    let reply = ferrynet::probe::fetch(&d0.netns(c0), ip1v4, 7000).unwrap();
+    assert_eq!(reply.as_deref(), Some("hello from c1\n"));
+    assert_eq!(
+        srv.peers(),
+        vec![ip0.parse::<IpAddr>().unwrap()],
+        "masqueraded"
+    );
+    drop(srv);
+    for (d, c, _) in &ips {
+        d.docker(&["rm", "-f", c]);
+        d.docker(&["network", "rm", "cluster"]);
+    }
+    drop(ips);
+    drop(dockers);
+    agents.clear();
+    let _ = std::fs::remove_file(&store);
+    let _ = std::fs::remove_file(store.with_extension("lock"));
+}
