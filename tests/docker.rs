@@ -104,6 +104,11 @@ impl Docker {
     }
 
     fn start_plugin(&mut self) {
+        self.start_plugin_with(&[]);
+    }
+
+    /// The plugin with extra environment (a failpoint).
+    fn start_plugin_with(&mut self, env: &[(&str, &str)]) {
         assert!(self.plugin.is_none());
         self.plugin_runs += 1;
         let log = std::fs::File::create(self.dir.join(format!("plugin.{}.log", self.plugin_runs)))
@@ -114,6 +119,7 @@ impl Docker {
         self.plugin = Some(
             self.enter()
                 .env("FERRYNET_STATE_DIR", &self.state)
+                .envs(env.iter().copied())
                 .args([BIN, "docker-plugin", "--name", &self.name])
                 .args(["--docker-host", &self.docker_host()])
                 .arg("--subnet-file")
@@ -1172,4 +1178,90 @@ fn docker_hosts_with_agents_reach_each_other_across_hosts() {
     agents.clear();
     let _ = std::fs::remove_file(&store);
     let _ = std::fs::remove_file(store.with_extension("lock"));
+}
+
+#[test]
+fn docker_plugin_crash_mid_call_leaves_nothing_behind() {
+    let host = Host::new();
+    let mut docker = Docker::start(&host);
+    docker.network("blue", &["--subnet", "10.89.0.0/24"]);
+    let ca = format!("{}-a", docker.name);
+    docker.run(
+        &ca,
+        &["--network", "blue", "--stop-timeout", "0"],
+        &["sleep", "600"],
+    );
+    let ip_a = docker.container_ip(&ca, "blue");
+    let endpoints = |host: &Host| files_under(&host.state.join("run/endpoints"));
+    let before = (
+        host.veths(),
+        host.reservations("blue"),
+        host.container_elements(),
+        endpoints(&host),
+    );
+    for point in ["docker.reserved", "docker.veth"] {
+        // The plugin aborts inside CreateEndpoint / Join; Docker retries the call until a
+        // new plugin answers, and the new one starts by removing what the old one left.
+        docker.kill_plugin();
+        docker.start_plugin_with(&[("FERRYNET_FAILPOINT", point)]);
+        let cb = format!("{}-{}", docker.name, point.replace('.', "-"));
+        let run = {
+            let mut cmd = docker.docker_cmd(&[
+                "run",
+                "-d",
+                "--name",
+                &cb,
+                "--network",
+                "blue",
+                "--stop-timeout",
+                "0",
+                "busybox",
+                "sleep",
+                "600",
+            ]);
+            std::thread::spawn(move || sh(&mut cmd))
+        };
+        let plugin = docker.plugin.as_mut().unwrap();
+        assert!(
+            wait_for(Duration::from_secs(20), || !matches!(
+                plugin.try_wait(),
+                Ok(None)
+            )),
+            "{point} was not hit"
+        );
+        docker.plugin = None;
+        docker.start_plugin();
+        let out = run.join().unwrap();
+        // Docker resends the cut call without its body (measured): the new plugin refuses it.
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("run the command again"),
+                "{point}: {stderr}"
+            );
+        }
+        // Whatever Docker made of it: a container that works, or a clean refusal.
+        if out.status.success() {
+            assert!(
+                docker.pings(&cb, &ip_a, 5),
+                "{point}: {cb} cannot reach {ip_a}"
+            );
+        }
+        let _ = sh(&mut docker.docker_cmd(&["rm", "-f", &cb]));
+        let after = (
+            host.veths(),
+            host.reservations("blue"),
+            host.container_elements(),
+            endpoints(&host),
+        );
+        assert_eq!(after, before, "{point}: something left behind");
+        assert!(
+            docker.pings(&ca, "10.89.0.1", 5),
+            "{point}: {ca} lost its network"
+        );
+    }
+    docker.docker(&["rm", "-f", &ca]);
+    docker.docker(&["network", "rm", "blue"]);
+    assert!(host.veths().is_empty(), "{:?}", host.veths());
+    assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));
 }

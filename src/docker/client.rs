@@ -56,6 +56,13 @@ impl DockerHost {
     /// The name of the Docker network `id`; None while the daemon does not know it (during
     /// its own CreateNetwork call it has not stored the network yet).
     pub fn network_name(&self, id: &str) -> Result<Option<String>, ClientError> {
+        Ok(self
+            .network(id)?
+            .and_then(|v| v.get("Name").and_then(|n| n.as_str()).map(str::to_string)))
+    }
+
+    /// `GET /networks/ID`: the network as `docker network inspect` shows it, None on 404.
+    fn network(&self, id: &str) -> Result<Option<serde_json::Value>, ClientError> {
         // Ids are hex: nothing to escape in the path.
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Ok(None);
@@ -66,9 +73,26 @@ impl DockerHost {
             404 => return Ok(None),
             s => return Err(self.answer(format!("GET /networks/{id}: status {s}"))),
         }
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| self.answer(format!("GET /networks/{id}: {e}")))?;
-        Ok(v.get("Name").and_then(|n| n.as_str()).map(str::to_string))
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| self.answer(format!("GET /networks/{id}: {e}")))
+    }
+
+    /// The endpoint ids Docker has on network `id` (its containers' endpoints); None when
+    /// the daemon does not know the network.
+    pub fn network_endpoints(&self, id: &str) -> Result<Option<Vec<String>>, ClientError> {
+        let Some(v) = self.network(id)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        if let Some(containers) = v.get("Containers").and_then(|c| c.as_object()) {
+            for c in containers.values() {
+                if let Some(ep) = c.get("EndpointID").and_then(|e| e.as_str()) {
+                    out.push(ep.to_string());
+                }
+            }
+        }
+        Ok(Some(out))
     }
 
     fn answer(&self, why: String) -> ClientError {

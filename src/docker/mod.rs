@@ -67,6 +67,9 @@ pub fn serve(socket: &Path, plugin: Plugin) -> Result<(), ServeError> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(sock_err(e)),
         _ => {}
     }
+    // No other plugin serves this state now: clean up after a crashed one before Docker's
+    // next call (its calls wait for the socket meanwhile).
+    plugin.collect_garbage();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -120,12 +123,6 @@ async fn handle(
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return Ok(reply(StatusCode::BAD_REQUEST, &api::err(e))),
-    };
-    // An empty body (Plugin.Activate) reads as an empty object.
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        Bytes::from_static(b"{}")
-    } else {
-        body
     };
     let answer = tokio::task::spawn_blocking(move || plugin.call(&method, &body)).await;
     Ok(match answer {
