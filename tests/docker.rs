@@ -35,10 +35,18 @@ struct Docker {
     plugin: Option<Child>,
     /// Plugin logs of earlier runs (restarts), kept for a failure's report.
     plugin_runs: u32,
+    /// Docker's own bridge network and iptables rules instead of none.
+    native: bool,
 }
 
 impl Docker {
     fn start(host: &Host) -> Docker {
+        Docker::start_as(host, false)
+    }
+
+    /// `native`: dockerd with its own bridge driver and iptables on (`docker0` and its rules
+    /// live in the host's namespace), the reference the benchmark compares with.
+    fn start_as(host: &Host, native: bool) -> Docker {
         let name = unique("dk");
         let dir = std::env::temp_dir().join(format!("ferrynet-docker-{name}"));
         let rootfs = dir.join("rootfs");
@@ -47,7 +55,7 @@ impl Docker {
         }
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
         for applet in [
-            "sh", "sleep", "ping", "ping6", "httpd", "wget", "ip", "cat", "nslookup", "nc",
+            "sh", "sleep", "ping", "ping6", "httpd", "wget", "ip", "cat", "nslookup", "nc", "true",
         ] {
             symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
@@ -82,6 +90,7 @@ impl Docker {
             dockerd: None,
             plugin: None,
             plugin_runs: 0,
+            native,
         };
         let comm = format!("/proc/{}/comm", d.holder.id());
         assert!(
@@ -164,12 +173,17 @@ impl Docker {
             .args(["-H", &self.docker_host()])
             .args(["--data-root", &p("data"), "--exec-root", &p("exec")])
             .args(["--pidfile", &p("docker.pid")])
-            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
-            .args([
-                "--ip-forward=false",
-                "--ip-masq=false",
-                "--userland-proxy=false",
-            ])
+            .args(match self.native {
+                false => &[
+                    "--bridge=none",
+                    "--iptables=false",
+                    "--ip6tables=false",
+                    "--ip-forward=false",
+                    "--ip-masq=false",
+                    "--userland-proxy=false",
+                ][..],
+                true => &["--ip6tables=false", "--userland-proxy=false"][..],
+            })
             .args(["--exec-opt", "native.cgroupdriver=cgroupfs"])
             .args(["--storage-driver", "overlay2"])
             .args(["--cgroup-parent", &format!("/{}", self.cgroup)])
@@ -1264,4 +1278,64 @@ fn docker_plugin_crash_mid_call_leaves_nothing_behind() {
     docker.docker(&["network", "rm", "blue"]);
     assert!(host.veths().is_empty(), "{:?}", host.veths());
     assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));
+}
+
+/// Not a test: `docker run --rm --network NET busybox true` on a ferrynet network, on Docker's
+/// own bridge network (a second dockerd with iptables on, in its own namespace) and with
+/// `--network none`, alternating, same run. Prints p50/p90 in ms.
+/// `cargo test --features failpoints --test docker bench -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn docker_bench_run_latency() {
+    let runs: usize = std::env::var("FERRYNET_DOCKER_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let (h1, h2) = (Host::new(), Host::new());
+    let ours = Docker::start(&h1);
+    let native = Docker::start_as(&h2, true);
+    ours.network("blue", &["--subnet", "10.88.0.0/24"]);
+    // A user-defined bridge network has Docker's embedded DNS, as every network of a remote
+    // driver does (its iptables rules in each container); the default `bridge` has none.
+    native.docker(&["network", "create", "--subnet", "10.87.0.0/24", "green"]);
+    let variants: [(&str, &Docker, &str); 4] = [
+        ("ferrynet", &ours, "blue"),
+        (
+            "Docker bridge, user-defined network (iptables on)",
+            &native,
+            "green",
+        ),
+        (
+            "Docker bridge, default `bridge` network (iptables on)",
+            &native,
+            "bridge",
+        ),
+        ("none (floor)", &ours, "none"),
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for i in 0..runs + 2 {
+        for (k, (_, d, net)) in variants.iter().enumerate() {
+            let t0 = Instant::now();
+            d.docker(&["run", "--rm", "--network", net, "busybox", "true"]);
+            if i >= 2 {
+                times[k].push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    };
+    if std::env::var_os("FERRYNET_DOCKER_BENCH_LOG").is_some() {
+        let log = std::fs::read_to_string(ours.dir.join("plugin.1.log")).unwrap();
+        for l in log.lines().rev().take(16).collect::<Vec<_>>().iter().rev() {
+            println!("{l}");
+        }
+    }
+    println!("| docker run --rm busybox true ({runs} runs each, alternating) | p50 ms | p90 ms |");
+    println!("|---|---|---|");
+    for (k, (label, _, _)) in variants.iter().enumerate() {
+        let (p50, p90) = (pct(&mut times[k], 0.5), pct(&mut times[k], 0.9));
+        println!("| {label} | {p50:.0} | {p90:.0} |");
+    }
 }
