@@ -1281,16 +1281,24 @@ fn docker_plugin_crash_mid_call_leaves_nothing_behind() {
 }
 
 /// Not a test: `docker run --rm --network NET busybox true` on a ferrynet network, on Docker's
-/// own bridge network (a second dockerd with iptables on, in its own namespace) and with
-/// `--network none`, alternating, same run. Prints p50/p90 in ms.
+/// own bridge networks (a second dockerd with iptables on, in its own namespace) and with
+/// `--network none`, alternating, same run; then again with FERRYNET_DOCKER_BENCH_PORTS
+/// containers running with a published port each on ferrynet's and on Docker's user-defined
+/// network. Prints p50/p90 in ms.
 /// `cargo test --features failpoints --test docker bench -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn docker_bench_run_latency() {
-    let runs: usize = std::env::var("FERRYNET_DOCKER_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let var = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let (runs, ports) = (
+        var("FERRYNET_DOCKER_BENCH_RUNS", 30),
+        var("FERRYNET_DOCKER_BENCH_PORTS", 0),
+    );
     let (h1, h2) = (Host::new(), Host::new());
     let ours = Docker::start(&h1);
     let native = Docker::start_as(&h2, true);
@@ -1312,30 +1320,50 @@ fn docker_bench_run_latency() {
         ),
         ("none (floor)", &ours, "none"),
     ];
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    for i in 0..runs + 2 {
-        for (k, (_, d, net)) in variants.iter().enumerate() {
-            let t0 = Instant::now();
-            d.docker(&["run", "--rm", "--network", net, "busybox", "true"]);
-            if i >= 2 {
-                times[k].push(t0.elapsed().as_secs_f64() * 1000.0);
+    let measure = |with: usize| {
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+        for i in 0..runs + 2 {
+            for (k, (_, d, net)) in variants.iter().enumerate() {
+                let t0 = Instant::now();
+                d.docker(&["run", "--rm", "--network", net, "busybox", "true"]);
+                if i >= 2 {
+                    times[k].push(t0.elapsed().as_secs_f64() * 1000.0);
+                }
             }
         }
-    }
-    let pct = |v: &mut Vec<f64>, p: f64| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[((v.len() - 1) as f64 * p).round() as usize]
+        for (k, (label, _, _)) in variants.iter().enumerate() {
+            let v = &mut times[k];
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+            println!("| {label} | {with} | {:.0} | {:.0} |", at(0.5), at(0.9));
+        }
     };
+    println!("| docker run --rm busybox true ({runs} runs each, alternating) | containers with a published port | p50 ms | p90 ms |");
+    println!("|---|---|---|---|");
+    measure(0);
     if std::env::var_os("FERRYNET_DOCKER_BENCH_LOG").is_some() {
         let log = std::fs::read_to_string(ours.dir.join("plugin.1.log")).unwrap();
-        for l in log.lines().rev().take(16).collect::<Vec<_>>().iter().rev() {
+        for l in log.lines().rev().take(8).collect::<Vec<_>>().iter().rev() {
             println!("{l}");
         }
     }
-    println!("| docker run --rm busybox true ({runs} runs each, alternating) | p50 ms | p90 ms |");
-    println!("|---|---|---|");
-    for (k, (label, _, _)) in variants.iter().enumerate() {
-        let (p50, p90) = (pct(&mut times[k], 0.5), pct(&mut times[k], 0.9));
-        println!("| {label} | {p50:.0} | {p90:.0} |");
+    if ports > 0 {
+        for i in 0..ports {
+            let p = format!("{}:80", 20000 + i);
+            for (d, net) in [(&ours, "blue"), (&native, "green")] {
+                d.docker(&[
+                    "run",
+                    "-d",
+                    "--network",
+                    net,
+                    "-p",
+                    &p,
+                    "busybox",
+                    "sleep",
+                    "3600",
+                ]);
+            }
+        }
+        measure(ports);
     }
 }
