@@ -1114,8 +1114,48 @@ fn docker_uses_ferrynet_ipam_for_ranges_and_static_addresses() {
     docker.run(&n("e"), &opts, &["sleep", "600"]);
     assert_eq!(docker.container_ip(&n("e"), "own"), "10.99.0.64");
 
-    docker.docker(&["rm", "-f", &n("b"), &n("c"), &n("e")]);
-    docker.docker(&["network", "rm", "own"]);
+    // Dual-stack from ferrynet's IPAM: a pool per family.
+    docker.docker(&strs(&create(
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.86.0.0/24",
+            "--subnet",
+            "fd00:86::/64",
+        ],
+        "dual",
+    )));
+    let dual = ["--network", "dual", "--stop-timeout", "0"];
+    docker.run(&n("f"), &dual, &["sleep", "600"]);
+    docker.run(
+        &n("g"),
+        &[&dual[..], &["--ip6", "fd00:86::50"]].concat(),
+        &["sleep", "600"],
+    );
+    assert_eq!(
+        docker.inspect_net(&n("f"), "dual", "IPv6Gateway"),
+        "fd00:86::1"
+    );
+    assert_eq!(
+        docker.inspect_net(&n("g"), "dual", "GlobalIPv6Address"),
+        "fd00:86::50"
+    );
+    let f6 = docker.inspect_net(&n("f"), "dual", "GlobalIPv6Address");
+    assert!(f6.starts_with("fd00:86::"), "{f6}");
+    assert!(
+        eventually(5, || docker.try_docker(&[
+            "exec",
+            &n("g"),
+            "ping6",
+            "-c1",
+            "-W1",
+            &f6
+        ])),
+        "no IPv6 between containers of ferrynet's pools"
+    );
+
+    docker.docker(&["rm", "-f", &n("b"), &n("c"), &n("e"), &n("f"), &n("g")]);
+    docker.docker(&["network", "rm", "own", "dual"]);
     assert!(host.veths().is_empty(), "{:?}", host.veths());
     assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));
 }
