@@ -1238,7 +1238,12 @@ fn docker_hosts_with_agents_reach_each_other_across_hosts() {
 fn docker_plugin_crash_mid_call_leaves_nothing_behind() {
     let host = Host::new();
     let mut docker = Docker::start(&host);
-    docker.network("blue", &["--subnet", "10.89.0.0/24"]);
+    // ferrynet's IPAM too: its reservations are what a crash in RequestAddress leaves.
+    let ipam = docker.name.clone();
+    docker.network(
+        "blue",
+        &["--ipam-driver", &ipam, "--subnet", "10.89.0.0/24"],
+    );
     let ca = format!("{}-a", docker.name);
     docker.run(
         &ca,
@@ -1246,15 +1251,19 @@ fn docker_plugin_crash_mid_call_leaves_nothing_behind() {
         &["sleep", "600"],
     );
     let ip_a = docker.container_ip(&ca, "blue");
-    let endpoints = |host: &Host| files_under(&host.state.join("run/endpoints"));
+    let endpoints = |host: &Host| {
+        let mut f = files_under(&host.state.join("run/endpoints"));
+        f.extend(files_under(&host.state.join("run/docker-ipam")));
+        f
+    };
     let before = (
         host.veths(),
         host.reservations("blue"),
         host.container_elements(),
         endpoints(&host),
     );
-    for point in ["docker.reserved", "docker.veth"] {
-        // The plugin aborts inside CreateEndpoint / Join; Docker retries the call until a
+    for point in ["docker.address", "docker.reserved", "docker.veth"] {
+        // The plugin aborts inside RequestAddress / CreateEndpoint / Join; Docker retries the call until a
         // new plugin answers, and the new one starts by removing what the old one left.
         docker.kill_plugin();
         docker.start_plugin_with(&[("FERRYNET_FAILPOINT", point)]);

@@ -95,6 +95,28 @@ impl DockerHost {
         Ok(Some(out))
     }
 
+    /// Every network the daemon has, as `docker network inspect` shows each (with its
+    /// containers: the list itself leaves them out).
+    pub fn networks(&self) -> Result<Vec<serde_json::Value>, ClientError> {
+        let (status, body) = self.get("/networks")?;
+        if status != 200 {
+            return Err(self.answer(format!("GET /networks: status {status}")));
+        }
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&body)
+            .map_err(|e| self.answer(format!("GET /networks: {e}")))?;
+        let mut out = Vec::new();
+        for n in list {
+            if let Some(full) = n
+                .get("Id")
+                .and_then(|i| i.as_str())
+                .map(|id| self.network(id))
+            {
+                out.extend(full?);
+            }
+        }
+        Ok(out)
+    }
+
     fn answer(&self, why: String) -> ClientError {
         ClientError::Answer {
             path: self.path.clone(),

@@ -254,6 +254,37 @@ impl DockerIpam {
         write_atomic(&p, &data).map_err(|e| format!("{}: {e}", p.display()))
     }
 
+    /// At start-up: releases the addresses of each pool that the daemon's network of that
+    /// subnet does not use (a call cut short between Docker's RequestAddress and its
+    /// CreateEndpoint). In use: the containers' addresses, the auxiliary ones, the gateway. A
+    /// pool without a Docker network is left alone (`docker network rm` releases it).
+    pub fn collect_garbage(&self, networks: &[Value]) {
+        let Ok(pools) = self.pools() else {
+            return;
+        };
+        for pool in pools {
+            let Some(used) = used_addresses(networks, pool.subnet) else {
+                continue;
+            };
+            let dir = self.addresses_dir(&pool.id);
+            let released = match pool.subnet {
+                IpNet::V4(s) => gc::<std::net::Ipv4Addr>(&dir, &pool, s, &used),
+                IpNet::V6(s) => gc::<std::net::Ipv6Addr>(&dir, &pool, s, &used),
+            };
+            match released {
+                Ok(r) if r.is_empty() => {}
+                Ok(r) => {
+                    tracing::info!(pool = pool.id.as_str(), released = ?r, "released addresses Docker no longer has")
+                }
+                Err(e) => tracing::warn!(
+                    pool = pool.id.as_str(),
+                    error = e.as_str(),
+                    "address garbage collection failed"
+                ),
+            }
+        }
+    }
+
     fn release_pool(&self, r: PoolRequest) -> Reply {
         let p = self.pool_path(&r.pool_id)?;
         let dir = self.addresses_dir(&r.pool_id);
@@ -293,10 +324,13 @@ impl DockerIpam {
             ip
         } else {
             let dir = self.addresses_dir(&pool.id);
-            match (pool.subnet, wanted) {
+            let ip = match (pool.subnet, wanted) {
                 (IpNet::V4(s), w) => allocate::<std::net::Ipv4Addr>(&dir, &pool, s, w)?,
                 (IpNet::V6(s), w) => allocate::<std::net::Ipv6Addr>(&dir, &pool, s, w)?,
-            }
+            };
+            // A crash here leaves a reservation Docker never heard of: the GC's.
+            crate::failpoint::hit("docker.address").map_err(|e| e.to_string())?;
+            ip
         };
         Ok(json!({
             "Address": format!("{ip}/{}", pool.subnet.prefix_len()),
@@ -404,6 +438,64 @@ fn release<A: Family>(dir: &Path, pool: &DockerPool, subnet: A::Net, ip: A) -> R
         ipam.release(&key).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The addresses Docker's network of `subnet` uses, None when it has no such network.
+fn used_addresses(networks: &[Value], subnet: IpNet) -> Option<Vec<IpAddr>> {
+    let addr = |v: &Value| -> Option<IpAddr> {
+        let s = v.as_str()?;
+        s.parse::<IpNet>()
+            .map(|n| n.addr())
+            .or_else(|_| s.parse())
+            .ok()
+    };
+    let net = networks.iter().find(|n| {
+        n["IPAM"]["Config"].as_array().is_some_and(|c| {
+            c.iter().any(|c| {
+                c["Subnet"]
+                    .as_str()
+                    .and_then(|s| s.parse::<IpNet>().ok())
+                    .is_some_and(|s| s.trunc() == subnet)
+            })
+        })
+    })?;
+    let mut used = Vec::new();
+    for c in net["Containers"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        used.extend(addr(&c["IPv4Address"]));
+        used.extend(addr(&c["IPv6Address"]));
+    }
+    for c in net["IPAM"]["Config"].as_array().into_iter().flatten() {
+        used.extend(addr(&c["Gateway"]));
+        for a in c["AuxiliaryAddresses"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            used.extend(addr(a));
+        }
+    }
+    Some(used)
+}
+
+fn gc<A: Family>(
+    dir: &Path,
+    pool: &DockerPool,
+    subnet: A::Net,
+    used: &[IpAddr],
+) -> Result<Vec<String>, String> {
+    let ipam = Ipam::new(dir, family_pool::<A>(pool, subnet, false));
+    let mut released = Vec::new();
+    for (ip, key) in ipam.reservations().map_err(|e| e.to_string())? {
+        if !used.contains(&ip.into()) {
+            ipam.release(&key).map_err(|e| e.to_string())?;
+            released.push(ip.to_string());
+        }
+    }
+    Ok(released)
 }
 
 /// FERRYNET_SUBNET (or FERRYNET_SUBNET6) of the agent's subnet.env.

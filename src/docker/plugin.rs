@@ -139,6 +139,13 @@ impl Plugin {
     /// daemon that cannot be asked, is left as it is.
     pub fn collect_garbage(&self) {
         let _one = self.one_at_a_time();
+        match self.docker.networks() {
+            Ok(networks) => self.ipam.collect_garbage(&networks),
+            Err(e) => {
+                tracing::warn!(error = %e, "no garbage collection: the Docker daemon cannot be asked");
+                return;
+            }
+        }
         let dir = self.docker_dir();
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
