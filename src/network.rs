@@ -830,4 +830,32 @@ mod tests {
         assert_eq!(st.list().unwrap(), vec![a]);
         fs::remove_dir_all(root).unwrap();
     }
+
+    #[test]
+    fn copies_an_empty_network_under_a_new_name() {
+        let mut r = [0u8; 4];
+        crate::util::fill_random(&mut r);
+        let root = std::env::temp_dir().join(format!("ferrynet-copy-{}", u32::from_ne_bytes(r)));
+        let st = StateDir::new(&root);
+        let a = new("a1b2c3", &["10.90.0.0/24"]).unwrap();
+        st.insert(&a).unwrap();
+        let blue = st.copy_as("a1b2c3", "blue").unwrap();
+        assert_eq!(
+            (blue.name.as_str(), blue.bridge.as_str()),
+            ("blue", a.bridge.as_str())
+        );
+        // Again (an interrupted rename): done already.
+        assert_eq!(st.copy_as("a1b2c3", "blue").unwrap(), blue);
+        st.remove("a1b2c3").unwrap();
+        assert_eq!(st.list().unwrap(), vec![blue]);
+        // Not onto another network, not once endpoints have been.
+        st.insert(&new("red", &["10.91.0.0/24"]).unwrap()).unwrap();
+        assert!(matches!(
+            st.copy_as("blue", "red"),
+            Err(NetworkError::Exists(_))
+        ));
+        fs::create_dir_all(st.ipam_dir("blue")).unwrap();
+        assert!(st.copy_as("blue", "green").is_err());
+        fs::remove_dir_all(root).unwrap();
+    }
 }
