@@ -666,6 +666,39 @@ fn docker_containers_talk_reach_out_and_publish_ports() {
         "{ports}"
     );
 
+    // A second container cannot take a host port in use: a Docker error, nothing left.
+    let before = (
+        host.veths(),
+        host.reservations("blue"),
+        host.container_elements(),
+    );
+    let cc = format!("{}-c", docker.name);
+    let stderr = docker.docker_err(&[
+        "run",
+        "-d",
+        "--name",
+        &cc,
+        "--network",
+        "blue",
+        "-p",
+        "8080:80",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert!(stderr.contains("8080"), "{stderr}");
+    let after = (
+        host.veths(),
+        host.reservations("blue"),
+        host.container_elements(),
+    );
+    assert_eq!(after, before, "a refused port left something");
+    assert!(
+        serves_page(&world_ns, uplink, 8080),
+        "the first owner lost 8080"
+    );
+    docker.docker(&["rm", "-f", &cc]);
+
     // Removing the containers and the network leaves nothing behind.
     docker.docker(&["rm", "-f", &cb]);
     assert!(host.port_elements().is_empty(), "{}", host.port_elements());
