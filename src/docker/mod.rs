@@ -1,8 +1,11 @@
 //! Docker's libnetwork remote network driver, served over a unix socket: `docker network
 //! create -d ferrynet` makes a ferrynet network, and Docker's containers on it are ordinary
 //! ferrynet endpoints (the same bridge driver, IPAM records, firewall elements and
-//! anti-spoofing guard). The plugin is a translation layer: [`api`] holds the protocol's
-//! types, [`plugin`] the handlers calling the bridge driver, this module the HTTP server.
+//! anti-spoofing guard); `--ipam-driver ferrynet` on the same socket makes ferrynet's IPAM
+//! Docker's. The plugin is a translation layer: [`api`] holds the network protocol's types,
+//! [`plugin`] its handlers calling the bridge driver, [`ipam`] the IPAM protocol, [`client`]
+//! the few questions asked of the daemon's API (network names, endpoints for the start-up
+//! GC), this module the HTTP server.
 //!
 //! The server is hyper 1 (HTTP/1.1) on a tokio current-thread runtime, started only by
 //! `ferrynet docker-plugin`: the CNI plugin's start-up path never touches it. Handlers do
