@@ -235,7 +235,8 @@ impl<A: Family> Ipam<A> {
         Ok(value.and_then(|s| s.parse().ok()))
     }
 
-    fn owner(&self, ip: A) -> Result<Option<String>, IpamError> {
+    /// The key holding `ip`, if any.
+    pub fn owner(&self, ip: A) -> Result<Option<String>, IpamError> {
         let p = self.ip_file(ip);
         self.io(&p, read_value_link(&p))
     }

@@ -674,6 +674,40 @@ impl StateDir {
         let p = self.network_file(name);
         Self::io(&p, remove_if_exists(&p)).map(|_| ())
     }
+
+    /// Records network `old` under the name `new` too (the same network: bridge, subnets and
+    /// all): the first half of a rename, which [`StateDir::remove`] of `old` completes once
+    /// nothing refers to `old` any more. Only for a network without endpoints or reservations
+    /// (their paths hold the name): refused otherwise. A copy left by an interrupted rename
+    /// is taken as done. Caller holds the lock.
+    pub fn copy_as(&self, old: &str, new: &str) -> Result<NetworkConfig, NetworkError> {
+        validate_id("network name", new)?;
+        let mut net = self.load(old)?;
+        for dir in [self.endpoints_dir(old), self.ipam_dir(old)] {
+            if dir.exists() {
+                return Err(invalid(
+                    "rename of network",
+                    old,
+                    format!("it has had endpoints ({} exists)", dir.display()),
+                ));
+            }
+        }
+        net.name = new.to_string();
+        match self.load(new) {
+            Ok(other) if other == net => return Ok(net),
+            Ok(_) => return Err(NetworkError::Exists(new.to_string())),
+            Err(NetworkError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let p = self.network_file(new);
+        let data = serde_json::to_vec_pretty(&net).expect("serializable");
+        match create_exclusive(&p, &data) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(NetworkError::Exists(new.to_string()))
+            }
+            r => Self::io(&p, r).map(|()| net),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -794,6 +828,34 @@ mod tests {
         assert!(matches!(st.insert(&c), Err(NetworkError::Overlap { .. })));
         assert!(matches!(st.insert(&a), Err(NetworkError::Exists(_))));
         assert_eq!(st.list().unwrap(), vec![a]);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn copies_an_empty_network_under_a_new_name() {
+        let mut r = [0u8; 4];
+        crate::util::fill_random(&mut r);
+        let root = std::env::temp_dir().join(format!("ferrynet-copy-{}", u32::from_ne_bytes(r)));
+        let st = StateDir::new(&root);
+        let a = new("a1b2c3", &["10.90.0.0/24"]).unwrap();
+        st.insert(&a).unwrap();
+        let blue = st.copy_as("a1b2c3", "blue").unwrap();
+        assert_eq!(
+            (blue.name.as_str(), blue.bridge.as_str()),
+            ("blue", a.bridge.as_str())
+        );
+        // Again (an interrupted rename): done already.
+        assert_eq!(st.copy_as("a1b2c3", "blue").unwrap(), blue);
+        st.remove("a1b2c3").unwrap();
+        assert_eq!(st.list().unwrap(), vec![blue]);
+        // Not onto another network, not once endpoints have been.
+        st.insert(&new("red", &["10.91.0.0/24"]).unwrap()).unwrap();
+        assert!(matches!(
+            st.copy_as("blue", "red"),
+            Err(NetworkError::Exists(_))
+        ));
+        fs::create_dir_all(st.ipam_dir("blue")).unwrap();
+        assert!(st.copy_as("blue", "green").is_err());
         fs::remove_dir_all(root).unwrap();
     }
 }

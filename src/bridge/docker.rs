@@ -18,6 +18,7 @@ use super::{
     endpoint_key, host_veth_name, io_err, nl, AddressRequest, Driver, DriverError, Endpoint,
     RouteSpec,
 };
+use crate::failpoint;
 use crate::firewall::{Firewall, PortMapping};
 use crate::netlink::{Handle, Mac, VethSpec};
 use crate::network::{validate_id, validate_ifname, NetworkConfig, MTU_OF_BRIDGE};
@@ -113,7 +114,11 @@ impl Driver {
             ipam,
             ipam6,
         };
-        if let Err(e) = self.write_record(&ep) {
+        // A crash here leaves reservations without a record: the plugin's GC takes them.
+        if let Err(e) = failpoint::hit("docker.reserved")
+            .map_err(DriverError::from)
+            .and_then(|()| self.write_record(&ep))
+        {
             self.release(net, &key, ipam, ipam6);
             return Err(e);
         }
@@ -172,6 +177,9 @@ impl Driver {
             }
         })?;
         let plugged = (|| -> Result<(), DriverError> {
+            // A crash here leaves a veth pair the record does not know yet: DeleteEndpoint
+            // and GC find it by its derived name.
+            failpoint::hit("docker.veth")?;
             let host = h
                 .link_by_name(&ep.host_veth)
                 .map_err(nl("look up host veth"))?

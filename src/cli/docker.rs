@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
+use crate::docker::client::{DockerHost, DEFAULT_HOST};
 use crate::docker::{default_socket, serve, Plugin};
 use crate::logging::{LogFormat, Logger};
 use crate::network::{validate_id, StateDir};
@@ -18,12 +19,20 @@ pub struct DockerPluginArgs {
     /// The driver's name, when --socket is not given.
     #[arg(long, default_value = "ferrynet")]
     name: String,
+    /// The Docker daemon's API socket, asked for the names of Docker's networks.
+    #[arg(long, env = "DOCKER_HOST", default_value = DEFAULT_HOST)]
+    docker_host: String,
+    /// The agent's subnet.env, for `--ipam-opt subnet=auto` (as `ferrynet agent
+    /// --subnet-file`). [default: RUN_DIR/subnet.env, i.e. /run/ferrynet/subnet.env]
+    #[arg(long)]
+    subnet_file: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
 
 pub fn run(a: DockerPluginArgs, state: &StateDir) -> Result<()> {
     validate_id("--name", &a.name)?;
+    let docker = DockerHost::parse(&a.docker_host)?;
     let socket = match a.socket {
         Some(s) => {
             let stem = s.file_stem().and_then(|n| n.to_str()).unwrap_or_default();
@@ -45,6 +54,14 @@ pub fn run(a: DockerPluginArgs, state: &StateDir) -> Result<()> {
     Logger::new("docker")
         .field("driver", name.as_str())
         .init_stderr(a.log_format);
-    serve(&socket, Plugin::new(state.clone()))?;
+    serve(
+        &socket,
+        Plugin::new(
+            state.clone(),
+            docker,
+            a.subnet_file
+                .unwrap_or_else(|| state.run_dir().join("subnet.env")),
+        ),
+    )?;
     Ok(())
 }

@@ -1,14 +1,19 @@
 //! Docker's libnetwork remote network driver, served over a unix socket: `docker network
 //! create -d ferrynet` makes a ferrynet network, and Docker's containers on it are ordinary
 //! ferrynet endpoints (the same bridge driver, IPAM records, firewall elements and
-//! anti-spoofing guard). The plugin is a translation layer: [`api`] holds the protocol's
-//! types, [`plugin`] the handlers calling the bridge driver, this module the HTTP server.
+//! anti-spoofing guard); `--ipam-driver ferrynet` on the same socket makes ferrynet's IPAM
+//! Docker's. The plugin is a translation layer: [`api`] holds the network protocol's types,
+//! [`plugin`] its handlers calling the bridge driver, [`ipam`] the IPAM protocol, [`client`]
+//! the few questions asked of the daemon's API (network names, endpoints for the start-up
+//! GC), this module the HTTP server.
 //!
 //! The server is hyper 1 (HTTP/1.1) on a tokio current-thread runtime, started only by
 //! `ferrynet docker-plugin`: the CNI plugin's start-up path never touches it. Handlers do
 //! blocking work (netlink, nf_tables, file locks), so each runs on tokio's blocking pool.
 
 pub mod api;
+pub mod client;
+pub mod ipam;
 pub mod plugin;
 
 use std::convert::Infallible;
@@ -65,6 +70,9 @@ pub fn serve(socket: &Path, plugin: Plugin) -> Result<(), ServeError> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(sock_err(e)),
         _ => {}
     }
+    // No other plugin serves this state now: clean up after a crashed one before Docker's
+    // next call (its calls wait for the socket meanwhile).
+    plugin.collect_garbage();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -118,12 +126,6 @@ async fn handle(
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return Ok(reply(StatusCode::BAD_REQUEST, &api::err(e))),
-    };
-    // An empty body (Plugin.Activate) reads as an empty object.
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        Bytes::from_static(b"{}")
-    } else {
-        body
     };
     let answer = tokio::task::spawn_blocking(move || plugin.call(&method, &body)).await;
     Ok(match answer {

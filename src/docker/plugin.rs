@@ -5,18 +5,20 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::api::*;
+use super::client::DockerHost;
+use super::ipam::DockerIpam;
 use crate::bridge::{default_mtu, AddressRequest, Driver, PrepareRequest, Source};
 use crate::firewall::{PortMapping, Protocol};
 use crate::netlink::{Handle, Mac};
 use crate::network::{validate_bridge_name, validate_id, NetworkConfig, StateDir};
-use crate::util::{create_exclusive, ensure_dir, read_if_exists, remove_if_exists};
+use crate::util::{create_exclusive, ensure_dir, read_if_exists, remove_if_exists, write_atomic};
 
 /// The endpoint's name in ferrynet's records: Docker names the container's interface itself
 /// (`eth0`, `eth1`, ... from the DstPrefix).
@@ -40,10 +42,18 @@ pub struct DockerNetwork {
     /// `docker network create --internal`: no masquerade, no default route.
     #[serde(default)]
     pub internal: bool,
+    /// The Docker network's name, once learnt from the daemon (CreateNetwork does not carry
+    /// it, and the daemon knows it only after that call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_name: Option<String>,
 }
 
 pub struct Plugin {
     driver: Driver,
+    /// The daemon's API, asked for what its calls do not carry (a network's name).
+    docker: DockerHost,
+    /// The same socket serves Docker's IPAM driver protocol (`--ipam-driver NAME`).
+    ipam: DockerIpam,
     /// One call at a time: Docker's calls are few, and a network's creation and removal
     /// must not interleave with its endpoints' calls.
     lock: Mutex<()>,
@@ -52,22 +62,45 @@ pub struct Plugin {
 type Reply = Result<Value, String>;
 
 impl Plugin {
-    pub fn new(state: StateDir) -> Plugin {
+    pub fn new(state: StateDir, docker: DockerHost, subnet_file: PathBuf) -> Plugin {
         Plugin {
+            ipam: DockerIpam::new(state.clone(), subnet_file),
             driver: Driver::new(state),
+            docker,
             lock: Mutex::new(()),
         }
     }
 
     /// Answers one call: `method` is the request path without its slash.
-    pub fn call(&self, method: &str, body: &[u8]) -> Value {
-        let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn call(self: &Arc<Self>, method: &str, body: &[u8]) -> Value {
+        let _one = self.one_at_a_time();
+        let started = std::time::Instant::now();
+        let blank = body.iter().all(u8::is_ascii_whitespace);
+        // Calls without arguments may come without a body: it reads as an empty object.
+        let body: &[u8] = if blank { b"{}" } else { body };
+        let takes_nothing = method == "Plugin.Activate"
+            || method.ends_with(".GetCapabilities")
+            || method == "IpamDriver.GetDefaultAddressSpaces";
         let reply = match method {
-            "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver"] })),
+            // Measured: when a plugin dies during a call, Docker's client retries it with the
+            // body already consumed, i.e. empty. Say so rather than "missing field".
+            _ if blank && !takes_nothing => Err(format!(
+                "{method} arrived without its request (Docker resends a call without its body when the plugin stopped during the first attempt); nothing was done, run the command again"
+            )),
+            "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
+            m if m.starts_with("IpamDriver.") => match self.ipam.call(m, body) {
+                Some(reply) => reply,
+                None => Err(format!("ferrynet does not implement {method}")),
+            },
             "NetworkDriver.GetCapabilities" => {
                 Ok(json!({ "Scope": "local", "ConnectivityScope": "local" }))
             }
-            "NetworkDriver.CreateNetwork" => parse(body).and_then(|r| self.create_network(r)),
+            "NetworkDriver.CreateNetwork" => parse(body).and_then(|r: CreateNetworkRequest| {
+                let id = r.network_id.clone();
+                let answer = self.create_network(r)?;
+                self.learn_name_later(id);
+                Ok(answer)
+            }),
             "NetworkDriver.DeleteNetwork" => parse(body).and_then(|r| self.delete_network(r)),
             "NetworkDriver.CreateEndpoint" => parse(body).and_then(|r| self.create_endpoint(r)),
             "NetworkDriver.Join" => parse(body).and_then(|r| self.join(r)),
@@ -83,14 +116,191 @@ impl Plugin {
         };
         match reply {
             Ok(v) => {
-                tracing::info!(method, "ok");
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                tracing::info!(method, ms = format!("{ms:.2}").as_str(), "ok");
                 v
             }
             Err(e) => {
                 tracing::warn!(method, error = e.as_str(), "refused");
-                err(e)
+                // The IPAM protocol reads its errors from another field.
+                if method.starts_with("IpamDriver.") {
+                    json!({ "Error": e })
+                } else {
+                    err(e)
+                }
             }
         }
+    }
+
+    /// At start-up, before serving: removes what a crashed plugin may have left of endpoints
+    /// Docker no longer has (a call cut short: a veth not yet recorded, reservations without a
+    /// record, an endpoint whose DeleteEndpoint never came). Each network's endpoints are
+    /// compared with the ones the daemon lists; a network the daemon does not know, or a
+    /// daemon that cannot be asked, is left as it is.
+    pub fn collect_garbage(&self) {
+        let _one = self.one_at_a_time();
+        match self.docker.networks() {
+            Ok(networks) => self.ipam.collect_garbage(&networks),
+            Err(e) => {
+                tracing::warn!(error = %e, "no garbage collection: the Docker daemon cannot be asked");
+                return;
+            }
+        }
+        let dir = self.docker_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".json").filter(|n| !n.starts_with('.')) else {
+                continue;
+            };
+            let known = match self.docker.network_endpoints(id) {
+                Ok(Some(known)) => known,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no garbage collection: the Docker daemon cannot be asked");
+                    return;
+                }
+            };
+            let Ok((_, net)) = self.network(id) else {
+                continue;
+            };
+            let keep = |cid: &str, ifname: &str| ifname == IFNAME && known.iter().any(|k| k == cid);
+            match self.driver.gc(&net, &keep) {
+                Ok(r) if r.endpoints.is_empty() && r.addresses.is_empty() && r.veths.is_empty() => {
+                }
+                Ok(r) => tracing::info!(
+                    network = net.name.as_str(),
+                    endpoints = ?r.endpoints,
+                    addresses = ?r.addresses,
+                    veths = ?r.veths,
+                    "removed what Docker no longer has"
+                ),
+                Err(e) => {
+                    tracing::warn!(network = net.name.as_str(), error = %e, "garbage collection failed")
+                }
+            }
+        }
+    }
+
+    fn one_at_a_time(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the daemon for the network's name a few times a second for a while after
+    /// CreateNetwork (it knows the network once that call has returned), so that even a
+    /// network without containers soon shows under its Docker name.
+    fn learn_name_later(self: &Arc<Self>, id: String) {
+        let plugin = self.clone();
+        std::thread::spawn(move || {
+            for _ in 0..50 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let _one = plugin.one_at_a_time();
+                if plugin.learn_name(&id) {
+                    return;
+                }
+            }
+            tracing::warn!(id, "the Docker daemon did not tell the network's name");
+        });
+    }
+
+    /// Learns the Docker network's name and, while the ferrynet network has the default
+    /// name (the short id) and no endpoint ever, renames it to that name — unless a ferrynet
+    /// network has that name already: then it keeps the id. True when there is nothing left to
+    /// learn. Errors only delay it (the daemon may be busy): they are logged.
+    fn learn_name(&self, id: &str) -> bool {
+        let mut rec = match self.record(id) {
+            Ok(Some(rec)) if rec.docker_name.is_none() => rec,
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::warn!(id, error = e.as_str(), "reading the network's record");
+                return false;
+            }
+        };
+        let name = match self.docker.network_name(id) {
+            Ok(Some(name)) => name,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(id, error = %e, "asking the Docker daemon for the network's name");
+                return false;
+            }
+        };
+        let short = short_id(id);
+        let renamed = if rec.network == short && name != short {
+            match self.rename(&rec, &name) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(
+                        id,
+                        name,
+                        error = e.as_str(),
+                        "the network keeps its id as its name"
+                    );
+                    false
+                }
+            }
+        } else {
+            // Finishes a rename interrupted after the records moved.
+            if rec.network == name {
+                self.remove_copy(short, &name);
+            }
+            false
+        };
+        if renamed {
+            rec.network = name.clone();
+        }
+        rec.docker_name = Some(name);
+        match self.write_record(&rec) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(id, error = e.as_str(), "recording the network's name");
+                false
+            }
+        }
+    }
+
+    /// The ferrynet network `rec.network` becomes `new`: a copy under the new name, the side
+    /// record pointing at it, the old record gone (each step safe to crash after).
+    fn rename(&self, rec: &DockerNetwork, new: &str) -> Result<(), String> {
+        let _lock = self.state().lock_networks().map_err(|e| e.to_string())?;
+        self.state()
+            .copy_as(&rec.network, new)
+            .map_err(|e| e.to_string())?;
+        let moved = DockerNetwork {
+            network: new.to_string(),
+            ..rec.clone()
+        };
+        self.write_record(&moved)?;
+        self.state()
+            .remove(&rec.network)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            id = rec.id.as_str(),
+            from = rec.network.as_str(),
+            to = new,
+            "network renamed"
+        );
+        Ok(())
+    }
+
+    /// Removes the record `old` if it is the same network as `current` under another name.
+    fn remove_copy(&self, old: &str, current: &str) {
+        let Ok(_lock) = self.state().lock_networks() else {
+            return;
+        };
+        if let (Ok(mut o), Ok(c)) = (self.state().load(old), self.state().load(current)) {
+            o.name = c.name.clone();
+            if o == c {
+                let _ = self.state().remove(old);
+            }
+        }
+    }
+
+    fn write_record(&self, rec: &DockerNetwork) -> Result<(), String> {
+        let p = self.record_path(&rec.id)?;
+        let data = serde_json::to_vec_pretty(rec).expect("serializable");
+        write_atomic(&p, &data).map_err(|e| format!("{}: {e}", p.display()))
     }
 
     fn state(&self) -> &StateDir {
@@ -135,7 +345,7 @@ impl Plugin {
         let (subnet6, gw6) = one_pool("IPv6Data", r.ipv6_data.as_deref(), true)?;
         let subnets: Vec<IpNet> = subnet4.into_iter().chain(subnet6).collect();
         let gateways: Vec<IpAddr> = gw4.into_iter().chain(gw6).collect();
-        let short = &id[..id.len().min(12)];
+        let short = short_id(&id);
         let name = opts.name.clone().unwrap_or_else(|| short.to_string());
         let bridge = opts.bridge.clone().unwrap_or_else(|| {
             let ferry = format!("ferry-{name}");
@@ -159,16 +369,18 @@ impl Plugin {
             id: id.clone(),
             network: name,
             internal: opts.internal,
+            docker_name: None,
         };
-        let dir = self.docker_dir();
-        ensure_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut h = Handle::new().map_err(|e| e.to_string())?;
+        // The driver validates everything (the subnet against every other network too)
+        // before its first change; a refused network leaves nothing, not even a directory.
         self.driver
             .create_network(&mut h, &net)
             .map_err(|e| e.to_string())?;
         let p = self.record_path(&id)?;
         let data = serde_json::to_vec_pretty(&rec).expect("serializable");
-        if let Err(e) = create_exclusive(&p, &data) {
+        let dir = self.docker_dir();
+        if let Err(e) = ensure_dir(&dir).and_then(|()| create_exclusive(&p, &data)) {
             let _ = self.driver.remove_network(&net);
             let _ = self.state().remove(&net.name);
             return Err(format!("{}: {e}", p.display()));
@@ -212,6 +424,8 @@ impl Plugin {
     }
 
     fn create_endpoint(&self, r: CreateEndpointRequest) -> Reply {
+        // Before the first endpoint: after it the network's name is in its paths.
+        self.learn_name(&r.network_id);
         let (_, net) = self.network(&r.network_id)?;
         let given = r.interface.unwrap_or_default();
         let v4 = match given.address.as_str() {
@@ -313,7 +527,12 @@ impl Plugin {
             Err(e) => return Err(e),
         };
         // The container's end of the veth is back in this namespace under its SrcName: the
-        // host end's deletion takes both.
+        // host end's deletion takes both. Docker waits for this call (`docker run --rm`), and
+        // the kernel's wait after a veth's deletion (~20-35 ms here) is nobody's business:
+        // the veth goes on a thread of its own, and detach carries on once it is unlisted.
+        if let Ok(Some(ep)) = self.driver.endpoint(&net.name, &r.endpoint_id, IFNAME) {
+            unlist_veth(&ep.host_veth);
+        }
         self.driver
             .detach(&net, &r.endpoint_id, IFNAME)
             .map_err(|e| e.to_string())?;
@@ -375,7 +594,34 @@ impl Plugin {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+/// Deletes the link `name` on a thread of its own and returns once the kernel no longer lists
+/// it (at most 50 ms): the deletion's own wait for the device's references then goes on in the
+/// background. A plugin that stops meanwhile leaves nothing: the link is already unlisted.
+fn unlist_veth(name: &str) {
+    let owned = name.to_string();
+    std::thread::spawn(move || {
+        if let Ok(mut h) = Handle::new() {
+            let _ = h.delete_link_by_name(&owned);
+        }
+    });
+    let Ok(mut h) = Handle::new() else {
+        return;
+    };
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(50);
+    while std::time::Instant::now() < end {
+        match h.link_by_name(name) {
+            Ok(Some(_)) => std::thread::sleep(std::time::Duration::from_micros(200)),
+            _ => return,
+        }
+    }
+}
+
+/// Docker's short form of an id: the ferrynet network's name until the Docker name is known.
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("invalid request: {e}"))
 }
 

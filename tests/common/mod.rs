@@ -382,8 +382,12 @@ pub struct ContinuousPing {
 
 impl ContinuousPing {
     pub fn start(ns: &Ns, target: &str, interval: &str) -> ContinuousPing {
-        let child = ns
-            .cmd(&["ping", "-i", interval, "-W", "1", "-q", target])
+        ContinuousPing::from_command(ns.cmd(&["ping", "-i", interval, "-W", "1", "-q", target]))
+    }
+
+    /// `cmd` is a `ping -q` (e.g. under `nsenter` in a namespace that is not an [`Ns`]).
+    pub fn from_command(mut cmd: Command) -> ContinuousPing {
+        let child = cmd
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
