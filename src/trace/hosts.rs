@@ -155,10 +155,14 @@ impl Hosts {
         store: Option<&str>,
         state: StateDir,
     ) -> Result<Hosts, TraceError> {
-        let mut views = vec![HostView::open(
-            own_name(),
-            Path::new("/proc/thread-self/ns/net"),
-        )?];
+        // With peers the hosts need telling apart: the local one by its name under
+        // /run/netns (a scan of that directory, which a single-host trace never pays).
+        let name = if peers.is_empty() {
+            "host".to_string()
+        } else {
+            own_name()
+        };
+        let mut views = vec![HostView::open(name, Path::new("/proc/thread-self/ns/net"))?];
         for p in peers {
             let path = netns_path(p);
             views.push(HostView::open(display_name(&path), &path)?);
