@@ -725,6 +725,12 @@ fn attach_records_the_endpoints_policy_identity() {
     };
     assert!(eval("80/tcp").starts_with("allow"), "{}", eval("80/tcp"));
     assert!(eval("81/tcp").starts_with("deny"), "{}", eval("81/tcp"));
+    // A label change of a running endpoint: no longer selected, so no longer isolated.
+    assert_eq!(
+        host.ferrynet(&["endpoint", "label", &_a.name, "pod-", "tier=web"]),
+        format!("endpoint {}: tier=web\n", _a.name)
+    );
+    assert!(eval("81/tcp").starts_with("allow"), "{}", eval("81/tcp"));
     // Bad identities are refused by name, before anything changes.
     for (args, expect) in [
         (&["--label", "bad key=1"][..], "bad key"),

@@ -106,6 +106,42 @@ impl Driver {
         Ok(out)
     }
 
+    /// Changes the labels of a local container's endpoints (every interface's record; an
+    /// endpoint without an identity gets one in namespace `default`); each record is
+    /// replaced atomically. Returns the labels now in force, `None` if no endpoint of this
+    /// host has that container id.
+    pub fn relabel(
+        &self,
+        container_id: &str,
+        changes: &[crate::policy::LabelChange],
+    ) -> Result<Option<crate::policy::Labels>, DriverError> {
+        validate_id("container id", container_id)?;
+        let dir = self.state.run_dir().join("endpoints");
+        let networks = match fs::read_dir(&dir) {
+            Ok(e) => e
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let mut labels = None;
+        for net in networks {
+            for mut ep in self.endpoints(&net)? {
+                if ep.container_id != container_id {
+                    continue;
+                }
+                let id = ep.identity.get_or_insert_with(Default::default);
+                crate::policy::LabelChange::apply_all(&mut id.labels, changes);
+                labels = Some(id.labels.clone());
+                let p = self.record_path(&ep.network, &ep.container_id, &ep.ifname);
+                let data = serde_json::to_vec_pretty(&ep).expect("serializable");
+                crate::util::write_atomic(&p, &data).map_err(io_err(&p))?;
+            }
+        }
+        Ok(labels)
+    }
+
     /// Writes the endpoint's record, once, before the first kernel change. A crash while
     /// writing leaves a partial record, which readers treat as no record (see detach).
     pub(super) fn write_record(&self, ep: &Endpoint) -> Result<(), DriverError> {

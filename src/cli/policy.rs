@@ -123,6 +123,19 @@ pub fn run_endpoint(state: &StateDir, cmd: EndpointCmd) -> Result<()> {
         store,
     } = cmd;
     let changes = label_changes(&changes)?;
+    // An endpoint of this host: its own record is the truth (the agent publishes it);
+    // a stored copy is updated too, so that other hosts see the change at once.
+    if let Some(labels) =
+        crate::bridge::Driver::new(state.clone()).relabel(&container_id, &changes)?
+    {
+        let mut store = store.open(state)?;
+        match objects::label_endpoint(store.as_mut(), &container_id, &changes) {
+            Ok(_) | Err(crate::cluster::StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        println!("endpoint {container_id}: {}", show_labels(&labels));
+        return Ok(());
+    }
     let record = objects::label_endpoint(store.open(state)?.as_mut(), &container_id, &changes)?;
     println!("endpoint {container_id}: {}", show_labels(&record.labels));
     Ok(())
