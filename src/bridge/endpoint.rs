@@ -255,7 +255,16 @@ impl Driver {
             &timer,
             &mut published,
         ) {
-            Ok(()) => Ok(ep),
+            // Network policy, when this host enforces any: the new endpoint is in its sets and
+            // dispatch map before attach returns, so it is isolated from its first packet.
+            Ok(()) => match crate::policy::enforce::refresh_if_active(&self.state) {
+                Ok(()) => Ok(ep),
+                Err(e) => {
+                    drop(fw);
+                    let _ = self.teardown_with(net, &ep, published);
+                    Err(e.into())
+                }
+            },
             Err(e) => {
                 drop(fw);
                 // Elements never added need no removal: deleting absent ones costs a failed
@@ -353,6 +362,11 @@ impl Driver {
         match self.endpoint(&net.name, container_id, ifname)? {
             Some(ep) => {
                 self.teardown(net, &ep)?;
+                // Its addresses leave the policy sets (best effort: the endpoint is gone,
+                // and a stale address in a set allows or denies nobody new).
+                if let Err(e) = crate::policy::enforce::refresh_if_active(&self.state) {
+                    tracing::warn!("policy not refreshed after detach: {e}");
+                }
                 Ok(Some(ep))
             }
             None => {

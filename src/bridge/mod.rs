@@ -63,6 +63,8 @@ pub enum DriverError {
     Failpoint(#[from] failpoint::Triggered),
     #[error("detach finished with errors: {0}")]
     Detach(String),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::enforce::EnforceError),
     #[error("container {container_id:?} has no interface {ifname:?} on network {network:?}")]
     NoEndpoint {
         network: String,

@@ -111,9 +111,10 @@ pub fn run_namespace(state: &StateDir, cmd: NamespaceCmd) -> Result<()> {
         store,
     } = cmd;
     let changes = label_changes(&changes)?;
-    let labels = objects::label_namespace(store.open(state)?.as_mut(), &namespace, &changes)?;
+    let mut opened = store.open(state)?;
+    let labels = objects::label_namespace(opened.as_mut(), &namespace, &changes)?;
     println!("namespace {namespace}: {}", show_labels(&labels));
-    Ok(())
+    enforce(state, opened.as_mut())
 }
 
 pub fn run_endpoint(state: &StateDir, cmd: EndpointCmd) -> Result<()> {
@@ -134,11 +135,12 @@ pub fn run_endpoint(state: &StateDir, cmd: EndpointCmd) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
         println!("endpoint {container_id}: {}", show_labels(&labels));
-        return Ok(());
+        return enforce(state, store.as_mut());
     }
-    let record = objects::label_endpoint(store.open(state)?.as_mut(), &container_id, &changes)?;
+    let mut opened = store.open(state)?;
+    let record = objects::label_endpoint(opened.as_mut(), &container_id, &changes)?;
     println!("endpoint {container_id}: {}", show_labels(&record.labels));
-    Ok(())
+    enforce(state, opened.as_mut())
 }
 
 pub fn run(state: &StateDir, cmd: PolicyCmd) -> Result<()> {
@@ -155,7 +157,7 @@ pub fn run(state: &StateDir, cmd: PolicyCmd) -> Result<()> {
             let key = find(store.as_mut(), &name)?.key();
             objects::delete_policy(store.as_mut(), &key)?;
             println!("{key} deleted");
-            Ok(())
+            enforce(state, store.as_mut())
         }
         PolicyCmd::Eval {
             from,
@@ -201,7 +203,12 @@ fn apply(state: &StateDir, file: &PathBuf, store: &StoreArgs) -> Result<()> {
         }
         println!("{key} {what}");
     }
-    Ok(())
+    enforce(state, store.as_mut())
+}
+
+/// Applies the stored state to this host's nftables (the data plane follows every change).
+fn enforce(state: &StateDir, store: &mut dyn Store) -> Result<()> {
+    policy::enforce::refresh(state, store).context("the change is stored, but not in force here")
 }
 
 /// One row of `policy ls`.

@@ -319,7 +319,7 @@ add rule bridge ferrynet guard6 icmpv6 type nd-router-solicit iifname . @th,80,4
 "#;
 
 /// Runs an nft script in the calling thread's namespace (control path only).
-fn run_nft(script: &str) -> Result<(), FirewallError> {
+pub(crate) fn run_nft(script: &str) -> Result<(), FirewallError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())

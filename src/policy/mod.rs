@@ -21,11 +21,13 @@
 
 pub mod admin;
 pub mod compiled;
+pub mod enforce;
 pub mod eval;
 pub mod flow;
 pub mod identity;
 pub mod inventory;
 pub mod model;
+pub mod nft;
 pub mod parse;
 pub mod selector;
 pub mod validate;

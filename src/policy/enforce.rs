@@ -1,0 +1,99 @@
+//! Enforcement on this host: the stored policies and namespaces, the store's endpoints and
+//! this host's own (from their records), rendered by [`super::nft`] and applied as one
+//! transaction. Run by the policy commands after every change, and by attach and detach
+//! (CLI, CNI, Docker) while the table exists, so that a new endpoint is isolated from its
+//! first packet (before attach returns).
+//!
+//! This first step re-renders the whole table on each change (one `nft -f`, a few ms):
+//! simple and atomic, but its cost grows with endpoints and policies. The next step changes
+//! only set and map elements for endpoints and labels, and only one policy's chain for a
+//! policy change.
+
+use std::collections::BTreeSet;
+
+use super::inventory::Inventory;
+use super::PolicySet;
+use crate::cluster::{objects, Store};
+use crate::firewall::{FirewallError, Nftnl};
+use crate::network::StateDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error("policy store: {0}")]
+    Store(#[from] crate::cluster::StoreError),
+    #[error("this host's endpoints: {0}")]
+    Endpoints(String),
+    #[error("applying policy to nftables: {0}")]
+    Firewall(#[from] FirewallError),
+}
+
+/// The store attach and detach read: the embedded file store under the state directory
+/// (the policy commands' default).
+pub fn default_store(state: &StateDir) -> Result<Box<dyn Store>, crate::cluster::StoreError> {
+    let url = format!("file:{}", state.root().join("cluster.json").display());
+    crate::cluster::open(&url, crate::cluster::DEFAULT_PREFIX, None)
+}
+
+/// This host's node name, as the agent defaults it.
+pub fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Where a host records that policies exist, so that attach and detach know to refresh
+/// (a stat, before any store is read).
+fn marker(state: &StateDir) -> std::path::PathBuf {
+    state.run_dir().join("policy-enforced")
+}
+
+/// Renders and applies the policy table of this host (in the calling thread's namespace).
+/// No table without a policy, or without an endpoint on this host to apply one to.
+pub fn refresh(state: &StateDir, store: &mut dyn Store) -> Result<(), EnforceError> {
+    let policies = PolicySet::new(objects::list_policies(store)?);
+    let marker = marker(state);
+    if policies.network().is_empty() && policies.admin().is_empty() && policies.baseline().is_none()
+    {
+        let _ = std::fs::remove_file(&marker);
+    } else {
+        crate::util::ensure_dir(state.run_dir())
+            .and_then(|_| std::fs::write(&marker, b""))
+            .map_err(|e| EnforceError::Endpoints(format!("{}: {e}", marker.display())))?;
+    }
+    let local = crate::bridge::Driver::new(state.clone())
+        .policy_records(&node_name())
+        .map_err(|e| EnforceError::Endpoints(e.to_string()))?;
+    if local.is_empty() {
+        if active()? {
+            crate::firewall::run_nft(&format!("delete table inet {}\n", super::nft::TABLE))?;
+        }
+        return Ok(());
+    }
+    let local_ids: BTreeSet<String> = local.iter().map(|r| r.id.clone()).collect();
+    let mut endpoints = objects::list_endpoints(store)?;
+    endpoints.retain(|e| !local_ids.contains(&e.id));
+    endpoints.extend(local);
+    let inventory = Inventory::new(endpoints, objects::list_namespaces(store)?);
+    match super::nft::render(&policies, &inventory, &local_ids) {
+        Some(script) => crate::firewall::run_nft(&script)?,
+        None => {
+            if active()? {
+                crate::firewall::run_nft(&format!("delete table inet {}\n", super::nft::TABLE))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether this host enforces policy now (its table exists): one netlink request.
+pub fn active() -> Result<bool, FirewallError> {
+    Ok(Nftnl::open(super::nft::TABLE)?.table_exists()?)
+}
+
+/// After an endpoint came or went: re-applies the table if this host has policies.
+pub fn refresh_if_active(state: &StateDir) -> Result<(), EnforceError> {
+    if !marker(state).exists() {
+        return Ok(());
+    }
+    refresh(state, default_store(state)?.as_mut())
+}
