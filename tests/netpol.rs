@@ -89,6 +89,18 @@ fn network_policy_is_enforced_on_one_host() {
     assert!(!connects(&ya.ns, &xa.ip, 81), "allow-y is port 80 only");
     assert!(connects(&xb.ns, &xa.ip, 81), "the named port, from x/b");
     assert!(!connects(&xb.ns, &xa.ip, 80), "x/b has only the named port");
+    // trace names the policy that decides, and drops where policy drops.
+    let to81 = format!("{}:81/tcp", xa.ip);
+    let out = host.try_ferrynet(&["trace", &ya.ns.name, &to81, "--family", "4"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("network policy (ingress") && text.contains("isolated by"),
+        "{text}"
+    );
+    let to80 = format!("{}:80/tcp", xa.ip);
+    let text = host.ferrynet(&["trace", &ya.ns.name, &to80, "--family", "4"]);
+    assert!(text.contains("allow: NetworkPolicy x/allow-y"), "{text}");
 
     // Egress isolation in y: y/a reaches nobody, then again once the policy is gone.
     apply(

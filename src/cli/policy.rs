@@ -305,21 +305,8 @@ fn flow_end(inventory: &Inventory, text: &str) -> Result<FlowEnd> {
     Ok(FlowEnd::Endpoint(endpoint.id.clone()))
 }
 
-/// The stored policies, and the endpoints of the store together with this host's own (from
-/// their records: attach and ADD write no cluster-wide object, so that ADD stays flat; the
-/// agent publishes them for other hosts). A stored record of the same id wins.
 fn load_with_local(state: &StateDir, store: &StoreArgs) -> Result<(policy::PolicySet, Inventory)> {
-    let mut store = store.open(state)?;
-    let policies = policy::PolicySet::new(objects::list_policies(store.as_mut())?);
-    let mut endpoints = objects::list_endpoints(store.as_mut())?;
-    let local =
-        crate::bridge::Driver::new(state.clone()).policy_records(&super::agent::hostname())?;
-    for r in local {
-        if !endpoints.iter().any(|e| e.id == r.id) {
-            endpoints.push(r);
-        }
-    }
-    let inventory = Inventory::new(endpoints, objects::list_namespaces(store.as_mut())?);
+    let (policies, inventory, _) = policy::enforce::load(state, store.open(state)?.as_mut())?;
     Ok((policies, inventory))
 }
 

@@ -47,10 +47,33 @@ fn marker(state: &StateDir) -> std::path::PathBuf {
     state.run_dir().join("policy-enforced")
 }
 
+/// The stored policies, and the store's endpoints together with this host's own (from their
+/// records, which win over a stored copy of the same id); also the ids of this host's.
+pub fn load(
+    state: &StateDir,
+    store: &mut dyn Store,
+) -> Result<(PolicySet, Inventory, BTreeSet<String>), EnforceError> {
+    let policies = PolicySet::new(objects::list_policies(store)?);
+    let local = crate::bridge::Driver::new(state.clone())
+        .policy_records(&node_name())
+        .map_err(|e| EnforceError::Endpoints(e.to_string()))?;
+    let local_ids: BTreeSet<String> = local.iter().map(|r| r.id.clone()).collect();
+    let mut endpoints = objects::list_endpoints(store)?;
+    endpoints.retain(|e| !local_ids.contains(&e.id));
+    endpoints.extend(local);
+    let inventory = Inventory::new(endpoints, objects::list_namespaces(store)?);
+    Ok((policies, inventory, local_ids))
+}
+
+/// Whether this host has policies to enforce (see [`refresh`]).
+pub fn has_policies(state: &StateDir) -> bool {
+    marker(state).exists()
+}
+
 /// Renders and applies the policy table of this host (in the calling thread's namespace).
 /// No table without a policy, or without an endpoint on this host to apply one to.
 pub fn refresh(state: &StateDir, store: &mut dyn Store) -> Result<(), EnforceError> {
-    let policies = PolicySet::new(objects::list_policies(store)?);
+    let (policies, inventory, local_ids) = load(state, store)?;
     let marker = marker(state);
     if policies.network().is_empty() && policies.admin().is_empty() && policies.baseline().is_none()
     {
@@ -60,20 +83,12 @@ pub fn refresh(state: &StateDir, store: &mut dyn Store) -> Result<(), EnforceErr
             .and_then(|_| std::fs::write(&marker, b""))
             .map_err(|e| EnforceError::Endpoints(format!("{}: {e}", marker.display())))?;
     }
-    let local = crate::bridge::Driver::new(state.clone())
-        .policy_records(&node_name())
-        .map_err(|e| EnforceError::Endpoints(e.to_string()))?;
-    if local.is_empty() {
+    if local_ids.is_empty() {
         if active()? {
             crate::firewall::run_nft(&format!("delete table inet {}\n", super::nft::TABLE))?;
         }
         return Ok(());
     }
-    let local_ids: BTreeSet<String> = local.iter().map(|r| r.id.clone()).collect();
-    let mut endpoints = objects::list_endpoints(store)?;
-    endpoints.retain(|e| !local_ids.contains(&e.id));
-    endpoints.extend(local);
-    let inventory = Inventory::new(endpoints, objects::list_namespaces(store)?);
     match super::nft::render(&policies, &inventory, &local_ids) {
         Some(script) => crate::firewall::run_nft(&script)?,
         None => {

@@ -13,6 +13,7 @@
 //! [`render`] prints it.
 
 mod hosts;
+mod policy;
 mod probe;
 mod render;
 mod walk;

@@ -323,6 +323,9 @@ pub fn run(hosts: &mut Hosts, req: &TraceRequest) -> Result<Vec<Trace>, TraceErr
             inconsistencies,
             probe: None,
         };
+        let host_name = hosts.views[0].name.clone();
+        let from_host = matches!(from, Endpoint::Host);
+        super::policy::apply(&hosts.state, &host_name, from_host, &mut trace);
         if req.probe {
             let sender = match &from {
                 Endpoint::Container(c) => probe::Sender::Namespace(&c.ns),
