@@ -500,6 +500,14 @@ fn bench_quick_harness_runs_and_writes_its_table_json_and_chart() {
     // Correctness of the harness only: timings are not asserted.
     let dir = std::env::temp_dir().join(format!("ferrynet-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // Removed also when an assertion below fails.
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _dir = RemoveOnDrop(dir.clone());
     let (json, svg) = (dir.join("b.json"), dir.join("b.svg"));
     let out = sh(std::process::Command::new(BIN)
         .args(["bench", "--quick", "--no-reference", "--json"])
@@ -562,7 +570,6 @@ fn bench_quick_harness_runs_and_writes_its_table_json_and_chart() {
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg"));
     assert!(chart.contains(">CNI ADD: ferrynet dual-stack<"), "{chart}");
-    std::fs::remove_dir_all(&dir).unwrap();
     let netns = ok(std::process::Command::new("ip").args(["netns", "list"]));
     assert!(!netns.contains("ferrynet-bench"), "{netns}");
     assert!(
