@@ -149,3 +149,75 @@ fn network_policy_is_enforced_on_one_host() {
         .contains("ferrynet_policy"));
     assert!(connects(&ya.ns, &xc.ip, 80));
 }
+
+/// Two hosts with agents on one store: a policy on one host selects pods of the other by
+/// their labels (the agents publish their endpoints and keep each host's table current).
+#[test]
+fn a_policy_selects_pods_on_another_host() {
+    let fabric = Fabric::new();
+    let store = std::env::temp_dir().join(format!("ferrynet-netpol-{}.json", fabric.ns.name));
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_file(self.0.with_extension("lock"));
+        }
+    }
+    let _store = RemoveOnDrop(store.clone());
+    let hosts: Vec<Host> = (0..2).map(|_| Host::new()).collect();
+    let mut agents = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        fabric.plug(h, &format!("10.200.0.{}", 11 + i), &format!("p{i}"));
+        agents.push(Agent::start(h, &store, "host-gw", &format!("node{i}"), &[]));
+    }
+    let labelled = |h: &Host, role: &str| {
+        let ns = Ns::new("c");
+        let mut conf = pod_conf(h);
+        conf["args"] = serde_json::json!({"cni": {"labels": [{"key": "role", "value": role}]}});
+        let ip = ip_of(&cni_add(h, &ns, &conf)).to_string();
+        (ns, ip)
+    };
+    let (web, web_ip) = labelled(&hosts[1], "web");
+    let _srv = server(&web, Ipv4Addr::UNSPECIFIED, 80, "web");
+    let (good, _) = labelled(&hosts[0], "client");
+    let (bad, _) = labelled(&hosts[0], "other");
+    assert!(
+        eventually(10, || connects(&bad, &web_ip, 80)),
+        "routed, no policy yet"
+    );
+
+    let store_arg = format!("file:{}", store.display());
+    let path = hosts[1].state.join("allow.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: clients-only, namespace: default}\nspec:\n  podSelector: {matchLabels: {role: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]\n    ports: [{port: 80}]\n",
+    )
+    .unwrap();
+    hosts[1].ferrynet(&[
+        "policy",
+        "apply",
+        "-f",
+        path.to_str().unwrap(),
+        "--store",
+        &store_arg,
+    ]);
+    assert!(
+        eventually(10, || connects(&good, &web_ip, 80)),
+        "the client on the other host is allowed once its agent published it"
+    );
+    assert!(!connects(&bad, &web_ip, 80), "the other pod is not");
+    // A label change on host 0 reaches host 1's table.
+    hosts[0].ferrynet(&[
+        "endpoint",
+        "label",
+        &bad.name,
+        "role=client",
+        "--store",
+        &store_arg,
+    ]);
+    assert!(
+        eventually(10, || connects(&bad, &web_ip, 80)),
+        "relabelled on the other host"
+    );
+    drop(agents);
+}

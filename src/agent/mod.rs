@@ -5,6 +5,7 @@
 //! [`run`] reads as its steps: check everything, acquire the lease, set up the data plane,
 //! serve metrics, then reconcile until stopped ([`reconcile`]) and leave.
 
+mod policy;
 mod reconcile;
 mod uplink;
 
@@ -70,6 +71,9 @@ pub struct AgentConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// Speak BGP through BIRD (backend bgp, or auto preferring BGP routes where they exist).
     pub bgp: Option<BgpConfig>,
+    /// The host's ferrynet state: its endpoints are published for network policy and its
+    /// policy table is kept current (`None`: no policy, as in the bench's labs).
+    pub state: Option<crate::network::StateDir>,
 }
 
 /// The agent; returns when `stop` is set (SIGTERM), or on an error at start.

@@ -36,6 +36,7 @@ pub(super) struct Reconciler<'a> {
     store_ok: bool,
     last_refused: Vec<String>,
     last_error: Option<String>,
+    policy: Option<super::policy::PolicySync>,
 }
 
 impl<'a> Reconciler<'a> {
@@ -77,6 +78,10 @@ impl<'a> Reconciler<'a> {
             store_ok: true,
             last_refused: Vec::new(),
             last_error: None,
+            policy: cfg
+                .state
+                .clone()
+                .map(|state| super::policy::PolicySync::new(state, &cfg.node_name, &cfg.store)),
         }
     }
 
@@ -88,6 +93,9 @@ impl<'a> Reconciler<'a> {
             };
             self.renew_if_due();
             self.check_bird();
+            if let Some(p) = self.policy.as_mut() {
+                p.run(self.store.as_mut(), snapshot.revision);
+            }
             if snapshot.revision == self.revision && Instant::now() < self.resync_at {
                 continue;
             }

@@ -200,6 +200,7 @@ pub fn run(a: AgentArgs, state: &crate::network::StateDir) -> Result<()> {
         port: a.vxlan_port,
         resync: Duration::from_secs(30),
         metrics: a.metrics,
+        state: Some(state.clone()),
     };
     agent::run(&cfg, &STOP)?;
     Ok(())

@@ -308,6 +308,7 @@ fn cross_host(host_a: &Netns, state: &std::path::Path) -> Result<()> {
             vni: 1,
             port: 8472,
             resync: Duration::from_secs(30),
+            state: None,
             metrics: None,
             bgp: None,
         };

@@ -114,7 +114,7 @@ pub fn run_namespace(state: &StateDir, cmd: NamespaceCmd) -> Result<()> {
     let mut opened = store.open(state)?;
     let labels = objects::label_namespace(opened.as_mut(), &namespace, &changes)?;
     println!("namespace {namespace}: {}", show_labels(&labels));
-    enforce(state, opened.as_mut())
+    enforce(state, opened.as_mut(), &store.url(state))
 }
 
 pub fn run_endpoint(state: &StateDir, cmd: EndpointCmd) -> Result<()> {
@@ -129,18 +129,19 @@ pub fn run_endpoint(state: &StateDir, cmd: EndpointCmd) -> Result<()> {
     if let Some(labels) =
         crate::bridge::Driver::new(state.clone()).relabel(&container_id, &changes)?
     {
+        let url = store.url(state);
         let mut store = store.open(state)?;
         match objects::label_endpoint(store.as_mut(), &container_id, &changes) {
             Ok(_) | Err(crate::cluster::StoreError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
         println!("endpoint {container_id}: {}", show_labels(&labels));
-        return enforce(state, store.as_mut());
+        return enforce(state, store.as_mut(), &url);
     }
     let mut opened = store.open(state)?;
     let record = objects::label_endpoint(opened.as_mut(), &container_id, &changes)?;
     println!("endpoint {container_id}: {}", show_labels(&record.labels));
-    enforce(state, opened.as_mut())
+    enforce(state, opened.as_mut(), &store.url(state))
 }
 
 pub fn run(state: &StateDir, cmd: PolicyCmd) -> Result<()> {
@@ -153,11 +154,12 @@ pub fn run(state: &StateDir, cmd: PolicyCmd) -> Result<()> {
             Ok(())
         }
         PolicyCmd::Rm { name, store } => {
+            let url = store.url(state);
             let mut store = store.open(state)?;
             let key = find(store.as_mut(), &name)?.key();
             objects::delete_policy(store.as_mut(), &key)?;
             println!("{key} deleted");
-            enforce(state, store.as_mut())
+            enforce(state, store.as_mut(), &url)
         }
         PolicyCmd::Eval {
             from,
@@ -189,6 +191,7 @@ fn apply(state: &StateDir, file: &PathBuf, store: &StoreArgs) -> Result<()> {
     if policies.is_empty() {
         bail!("{}: no policy in it", file.display());
     }
+    let url = store.url(state);
     let mut store = store.open(state)?;
     for p in &policies {
         let key = p.key();
@@ -203,12 +206,13 @@ fn apply(state: &StateDir, file: &PathBuf, store: &StoreArgs) -> Result<()> {
         }
         println!("{key} {what}");
     }
-    enforce(state, store.as_mut())
+    enforce(state, store.as_mut(), &url)
 }
 
 /// Applies the stored state to this host's nftables (the data plane follows every change).
-fn enforce(state: &StateDir, store: &mut dyn Store) -> Result<()> {
-    policy::enforce::refresh(state, store).context("the change is stored, but not in force here")
+fn enforce(state: &StateDir, store: &mut dyn Store, url: &str) -> Result<()> {
+    policy::enforce::refresh(state, store, url)
+        .context("the change is stored, but not in force here")
 }
 
 /// One row of `policy ls`.

@@ -30,8 +30,7 @@ pub enum EnforceError {
 /// The store attach and detach read: the embedded file store under the state directory
 /// (the policy commands' default).
 pub fn default_store(state: &StateDir) -> Result<Box<dyn Store>, crate::cluster::StoreError> {
-    let url = format!("file:{}", state.root().join("cluster.json").display());
-    crate::cluster::open(&url, crate::cluster::DEFAULT_PREFIX, None)
+    crate::cluster::open(&default_url(state), crate::cluster::DEFAULT_PREFIX, None)
 }
 
 /// This host's node name, as the agent defaults it.
@@ -71,8 +70,9 @@ pub fn has_policies(state: &StateDir) -> bool {
 }
 
 /// Renders and applies the policy table of this host (in the calling thread's namespace).
-/// No table without a policy, or without an endpoint on this host to apply one to.
-pub fn refresh(state: &StateDir, store: &mut dyn Store) -> Result<(), EnforceError> {
+/// No table without a policy, or without an endpoint on this host to apply one to. `url`
+/// names `store`: kept in the marker, so that attach and detach read the same store.
+pub fn refresh(state: &StateDir, store: &mut dyn Store, url: &str) -> Result<(), EnforceError> {
     let (policies, inventory, local_ids) = load(state, store)?;
     let marker = marker(state);
     if policies.network().is_empty() && policies.admin().is_empty() && policies.baseline().is_none()
@@ -80,7 +80,7 @@ pub fn refresh(state: &StateDir, store: &mut dyn Store) -> Result<(), EnforceErr
         let _ = std::fs::remove_file(&marker);
     } else {
         crate::util::ensure_dir(state.run_dir())
-            .and_then(|_| std::fs::write(&marker, b""))
+            .and_then(|_| std::fs::write(&marker, url.as_bytes()))
             .map_err(|e| EnforceError::Endpoints(format!("{}: {e}", marker.display())))?;
     }
     if local_ids.is_empty() {
@@ -105,10 +105,23 @@ pub fn active() -> Result<bool, FirewallError> {
     Ok(Nftnl::open(super::nft::TABLE)?.table_exists()?)
 }
 
-/// After an endpoint came or went: re-applies the table if this host has policies.
+/// After an endpoint came or went: re-applies the table if this host has policies, from the
+/// store the last refresh used (etcd's TLS settings are not kept: such a host's agent
+/// refreshes within a second instead).
 pub fn refresh_if_active(state: &StateDir) -> Result<(), EnforceError> {
-    if !marker(state).exists() {
+    let Ok(url) = std::fs::read_to_string(marker(state)) else {
         return Ok(());
-    }
-    refresh(state, default_store(state)?.as_mut())
+    };
+    let url = if url.is_empty() {
+        default_url(state)
+    } else {
+        url
+    };
+    let mut store = crate::cluster::open(&url, crate::cluster::DEFAULT_PREFIX, None)?;
+    refresh(state, store.as_mut(), &url)
+}
+
+/// The embedded file store under the state directory.
+pub fn default_url(state: &StateDir) -> String {
+    format!("file:{}", state.root().join("cluster.json").display())
 }

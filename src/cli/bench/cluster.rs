@@ -172,6 +172,7 @@ impl Lab {
             vni: 1,
             port: 8472,
             resync: Duration::from_secs(30),
+            state: None,
             metrics: None,
             bgp,
         };

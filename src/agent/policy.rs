@@ -1,0 +1,97 @@
+//! Network policy on an agent's host: while the cluster has policies, this host's endpoints
+//! (from their own records) are published to the store for the other hosts' selectors, and
+//! this host's policy table is refreshed whenever the store (policies, namespaces, other
+//! hosts' endpoints) or this host's endpoints change. Endpoint changes are seen by the modification times of the
+//! endpoint record directories (a few stats per pass, not a read of every record).
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use tracing::warn;
+
+use crate::cluster::{objects, Store};
+use crate::network::StateDir;
+use crate::policy::enforce;
+
+pub(super) struct PolicySync {
+    state: StateDir,
+    node: String,
+    /// The store's URL (see [`enforce::refresh`]).
+    url: String,
+    /// What the last pass saw: the store revision and the record directories' mtimes.
+    seen: Option<(u64, Vec<(PathBuf, SystemTime)>)>,
+    last_error: Option<String>,
+}
+
+impl PolicySync {
+    pub(super) fn new(state: StateDir, node: &str, url: &str) -> PolicySync {
+        PolicySync {
+            state,
+            node: node.to_string(),
+            url: url.to_string(),
+            seen: None,
+            last_error: None,
+        }
+    }
+
+    fn directories(&self) -> Vec<(PathBuf, SystemTime)> {
+        let root = self.state.run_dir().join("endpoints");
+        let mut out: Vec<(PathBuf, SystemTime)> = std::fs::read_dir(&root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.path(), e.metadata().ok()?.modified().ok()?)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// One pass, when something changed since the last: publish, then enforce.
+    pub(super) fn run(&mut self, store: &mut dyn Store, revision: u64) {
+        let dirs = self.directories();
+        if self.seen.as_ref() == Some(&(revision, dirs.clone())) {
+            return;
+        }
+        match self.sync(store) {
+            Ok(()) => {
+                self.seen = Some((revision, dirs));
+                if self.last_error.take().is_some() {
+                    tracing::info!("network policy in force again");
+                }
+            }
+            Err(e) => {
+                if self.last_error.as_deref() != Some(e.as_str()) {
+                    warn!("network policy: {e}; retrying");
+                    self.last_error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// Publishes and enforces only while the cluster has policies: a cluster without them
+    /// sees no endpoint records written at all.
+    fn sync(&mut self, store: &mut dyn Store) -> Result<(), String> {
+        let policies = objects::list_policies(store).map_err(|e| e.to_string())?;
+        if policies.is_empty() {
+            if enforce::has_policies(&self.state) {
+                enforce::refresh(&self.state, store, &self.url).map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
+        let local = crate::bridge::Driver::new(self.state.clone())
+            .policy_records(&self.node)
+            .map_err(|e| e.to_string())?;
+        let stored = objects::list_endpoints(store).map_err(|e| e.to_string())?;
+        for r in &local {
+            if !stored.iter().any(|s| s == r) {
+                objects::put_endpoint(store, r).map_err(|e| e.to_string())?;
+            }
+        }
+        for s in stored.iter().filter(|s| s.host == self.node) {
+            if !local.iter().any(|r| r.id == s.id) {
+                objects::delete_endpoint(store, &s.id).map_err(|e| e.to_string())?;
+            }
+        }
+        enforce::refresh(&self.state, store, &self.url).map_err(|e| e.to_string())
+    }
+}
