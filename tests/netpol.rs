@@ -15,6 +15,54 @@ fn connects(from: &Ns, ip: &str, port: u16) -> bool {
     from.run(move || TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok())
 }
 
+/// A UDP echo server on `port` in `ns`, stopped on drop.
+struct UdpEcho(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl UdpEcho {
+    fn start(ns: &Ns, port: u16) -> UdpEcho {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (netns, flag) = (ns.open(), stop.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            netns
+                .run_here(|| {
+                    let sock = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();
+                    sock.set_read_timeout(Some(Duration::from_millis(100)))
+                        .unwrap();
+                    ready_tx.send(()).unwrap();
+                    let mut buf = [0u8; 64];
+                    while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                            let _ = sock.send_to(&buf[..n], from);
+                        }
+                    }
+                })
+                .unwrap();
+        });
+        ready_rx.recv().unwrap();
+        UdpEcho(stop)
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Whether a UDP datagram from `from` to `ip:port` is echoed within half a second.
+fn echoes(from: &Ns, ip: &str, port: u16) -> bool {
+    let addr = SocketAddr::new(ip.parse().unwrap(), port);
+    from.run(move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        sock.send_to(b"ping", addr).unwrap();
+        let mut buf = [0u8; 8];
+        sock.recv_from(&mut buf).is_ok()
+    })
+}
+
 fn apply(host: &Host, name: &str, yaml: &str) {
     let path = host.state.join(format!("{name}.yaml"));
     std::fs::write(&path, yaml).unwrap();
@@ -148,6 +196,30 @@ fn network_policy_is_enforced_on_one_host() {
         .exec(&["nft", "list", "tables"])
         .contains("ferrynet_policy"));
     assert!(connects(&ya.ns, &xc.ip, 80));
+
+    // ipBlock with except: the bridge's /24 is allowed to x/a on 80, but for x/b's address.
+    apply(
+        &host,
+        "block",
+        &format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: from-block, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n  - from: [{{ipBlock: {{cidr: 10.90.0.0/24, except: [{}/32]}}}}]\n    ports: [{{port: 80}}]\n", xb.ip),
+    );
+    assert!(connects(&ya.ns, &xa.ip, 80), "inside the block");
+    assert!(!connects(&xb.ns, &xa.ip, 80), "the except");
+    assert!(!connects(&ya.ns, &xa.ip, 81), "the block is port 80 only");
+    host.ferrynet(&["policy", "rm", "x/from-block"]);
+    assert!(connects(&xb.ns, &xa.ip, 80));
+
+    // A UDP-only rule keeps TCP on the same port blocked.
+    let _echo = UdpEcho::start(&xa.ns, 80);
+    assert!(echoes(&ya.ns, &xa.ip, 80), "UDP open before the policy");
+    apply(
+        &host,
+        "udp",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: udp-only, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports: [{protocol: UDP, port: 80}]\n",
+    );
+    assert!(echoes(&ya.ns, &xa.ip, 80), "UDP 80 allowed");
+    assert!(!connects(&ya.ns, &xa.ip, 80), "TCP 80 stays blocked");
+    host.ferrynet(&["policy", "rm", "x/udp-only"]);
 }
 
 /// Two hosts with agents on one store: a policy on one host selects pods of the other by
