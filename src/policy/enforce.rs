@@ -25,6 +25,12 @@ pub enum EnforceError {
     Endpoints(String),
     #[error("applying policy to nftables: {0}")]
     Firewall(#[from] FirewallError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The store attach and detach read: the embedded file store under the state directory
@@ -81,7 +87,10 @@ pub fn refresh(state: &StateDir, store: &mut dyn Store, url: &str) -> Result<(),
     } else {
         crate::util::ensure_dir(state.run_dir())
             .and_then(|_| std::fs::write(&marker, url.as_bytes()))
-            .map_err(|e| EnforceError::Endpoints(format!("{}: {e}", marker.display())))?;
+            .map_err(|source| EnforceError::Io {
+                path: marker.clone(),
+                source,
+            })?;
     }
     if local_ids.is_empty() {
         if active()? {

@@ -128,9 +128,9 @@ impl HostView {
         found.map_err(nl("addresses"))
     }
 
-    /// The namespace a veth's peer lives in, from the id this host knows it by: namespaces
-    /// under /run/netns are asked their id once per trace.
-    pub fn peer_namespace(&mut self, nsid: i32) -> Option<PathBuf> {
+    /// The namespaces under /run/netns this host has an id for (those its veths may lead
+    /// to), by that id: asked once per trace.
+    fn peers(&mut self) -> &HashMap<i32, PathBuf> {
         if self.peers.is_none() {
             let mut map = HashMap::new();
             if let Ok(entries) = std::fs::read_dir(NETNS_RUN_DIR) {
@@ -144,7 +144,12 @@ impl HostView {
             }
             self.peers = Some(map);
         }
-        self.peers.as_ref().and_then(|m| m.get(&nsid).cloned())
+        self.peers.get_or_insert_with(HashMap::new)
+    }
+
+    /// The namespace a veth's peer lives in, from the id this host knows it by.
+    pub fn peer_namespace(&mut self, nsid: i32) -> Option<PathBuf> {
+        self.peers().get(&nsid).cloned()
     }
 }
 
@@ -277,12 +282,7 @@ impl Hosts {
         host: usize,
         ip: IpAddr,
     ) -> Result<Option<Container>, TraceError> {
-        self.views[host].peer_namespace(-1);
-        let paths: Vec<PathBuf> = self.views[host]
-            .peers
-            .as_ref()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+        let paths: Vec<PathBuf> = self.views[host].peers().values().cloned().collect();
         for path in paths {
             let Ok(ns) = Netns::open(&path) else { continue };
             let Ok((mut h, _)) = open_in(&ns) else {

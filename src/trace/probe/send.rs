@@ -91,19 +91,24 @@ pub(super) fn send(t: &Trace) -> Result<(String, String, bool), TraceError> {
     };
     let port = t.port.unwrap_or(0);
     let (addr, len) = sockaddr(SocketAddr::new(t.dst, port));
-    let bind_src = |fd: &OwnedFd| bind_source(fd, t.src);
+    // A non-blocking socket of `kind` from the trace's source, connected to the destination.
+    let connected = |kind: i32| -> Result<OwnedFd, TraceError> {
+        let fd = socket(domain, kind | libc::SOCK_NONBLOCK, 0)?;
+        bind_source(&fd, t.src);
+        // SAFETY: a valid sockaddr of length len.
+        unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                &addr as *const _ as *const libc::sockaddr,
+                len,
+            )
+        };
+        Ok(fd)
+    };
     match t.proto {
         Proto::Tcp => {
-            let fd = socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0)?;
-            bind_src(&fd);
-            // SAFETY: a valid sockaddr of length len.
-            unsafe {
-                libc::connect(
-                    fd.as_raw_fd(),
-                    &addr as *const _ as *const libc::sockaddr,
-                    len,
-                )
-            };
+            // A non-blocking connect sends the SYN.
+            let fd = connected(libc::SOCK_STREAM)?;
             let sent = format!("TCP SYN to {}", SocketAddr::new(t.dst, port));
             if !wait(&fd, libc::POLLOUT) {
                 return Ok((sent, "no answer".into(), false));
@@ -119,15 +124,9 @@ pub(super) fn send(t: &Trace) -> Result<(String, String, bool), TraceError> {
             })
         }
         Proto::Udp => {
-            let fd = socket(domain, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK, 0)?;
-            bind_src(&fd);
-            // SAFETY: a valid sockaddr; a small buffer.
+            let fd = connected(libc::SOCK_DGRAM)?;
+            // SAFETY: a small buffer of the given length.
             unsafe {
-                libc::connect(
-                    fd.as_raw_fd(),
-                    &addr as *const _ as *const libc::sockaddr,
-                    len,
-                );
                 libc::send(
                     fd.as_raw_fd(),
                     b"ferrynet trace probe".as_ptr() as *const libc::c_void,

@@ -78,7 +78,7 @@ impl Walk<'_> {
         );
         let next = r.gateway.unwrap_or(self.dst);
         let neigh = c.h.neighbour_get(oif, next).map_err(nl("neighbour"))?;
-        let dst_mac = self.neighbour_hop(&at, &link.name, oif, next, neigh.as_ref());
+        let dst_mac = self.neighbour_hop(&at, &link.name, next, neigh.as_ref());
         if let Some(rec) = &c.record {
             if rec.ifname != link.name {
                 self.inconsistencies.push(format!(
@@ -166,7 +166,6 @@ impl Walk<'_> {
         &mut self,
         at: &str,
         dev: &str,
-        _index: u32,
         next: IpAddr,
         neigh: Option<&crate::netlink::NeighbourEntry>,
     ) -> Option<Mac> {

@@ -171,7 +171,7 @@ impl Walk<'_> {
                     .h
                     .neighbour_get(oif, next)
                     .map_err(nl("neighbour"))?;
-                let mac = self.neighbour_hop(&hname, &out.name, oif, next, neigh.as_ref());
+                let mac = self.neighbour_hop(&hname, &out.name, next, neigh.as_ref());
                 self.onto_port(host, &out, mac, next)
             }
             Some("vxlan") => self.vxlan(host, &out, &r),
@@ -409,7 +409,7 @@ impl Walk<'_> {
             .h
             .neighbour_get(out.index, next)
             .map_err(nl("neighbour"))?;
-        self.neighbour_hop(&hname, &out.name, out.index, next, neigh.as_ref());
+        self.neighbour_hop(&hname, &out.name, next, neigh.as_ref());
         match self.hosts.host_owning(next)? {
             Some((peer, index)) if peer != host => {
                 let pname = self.hosts.views[peer].name.clone();
