@@ -9,6 +9,7 @@
 mod container;
 mod docker;
 mod endpoint;
+mod identity;
 mod network;
 
 pub use docker::{mac_of_ipv4, PrepareRequest};
