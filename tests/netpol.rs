@@ -293,3 +293,76 @@ fn a_policy_selects_pods_on_another_host() {
     );
     drop(agents);
 }
+
+/// Every chain of the policy table → the handles of its rules (a chain rewritten gets new
+/// ones; elements added or removed leave them).
+fn rule_handles(host: &Host) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let text = host
+        .ns
+        .exec(&["nft", "-j", "list", "table", "inet", "ferrynet_policy"]);
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for item in doc["nftables"].as_array().unwrap() {
+        if let Some(c) = item.get("chain") {
+            out.entry(c["name"].as_str().unwrap().into()).or_default();
+        }
+        if let Some(r) = item.get("rule") {
+            out.entry(r["chain"].as_str().unwrap().into())
+                .or_default()
+                .push(r["handle"].as_u64().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn pods_and_labels_change_elements_and_a_policy_change_only_its_chain() {
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    let xa = pod(&host, &["--namespace", "x", "--label", "pod=a"]);
+    let ya = pod(&host, &["--namespace", "y", "--label", "pod=a"]);
+    host.ferrynet(&["namespace", "label", "y", "ns=y"]);
+    let allow = |ports: &str| {
+        format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: allow-y, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n  - from: [{{namespaceSelector: {{matchLabels: {{ns: y}}}}}}]\n    ports: [{ports}]\n")
+    };
+    apply(
+        &host,
+        "deny",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-ingress, namespace: x}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n",
+    );
+    apply(&host, "allow", &allow("{port: 80}"));
+    assert!(connects(&ya.ns, &xa.ip, 80));
+    let before = rule_handles(&host);
+
+    // A new pod: isolated at once, by elements only.
+    let xc = pod(&host, &["--namespace", "x", "--label", "pod=c"]);
+    assert!(!connects(&ya.ns, &xc.ip, 80), "new pod isolated");
+    assert_eq!(rule_handles(&host), before, "a new pod rewrote a chain");
+    // A label change: elements only.
+    host.ferrynet(&["endpoint", "label", &xc.ns.name, "pod=a"]);
+    assert!(connects(&ya.ns, &xc.ip, 80), "relabelled pod allowed");
+    assert_eq!(
+        rule_handles(&host),
+        before,
+        "a label change rewrote a chain"
+    );
+    // A policy change: only that policy's chain.
+    apply(&host, "allow", &allow("{port: 80}, {port: 81}"));
+    assert!(connects(&ya.ns, &xa.ip, 81), "the new port");
+    let after = rule_handles(&host);
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|(chain, handles)| before.get(*chain) != Some(*handles))
+        .map(|(chain, _)| chain)
+        .collect();
+    assert_eq!(changed.len(), 1, "only allow-y's chain: {changed:?}");
+    assert!(changed[0].starts_with("p_") && changed[0].ends_with("_ingress"));
+    // A pod going away takes its elements: its address is in no set any more.
+    let path = xc.ns.path();
+    host.ferrynet(&["detach", path.to_str().unwrap(), "--network", "blue"]);
+    let listing = host
+        .ns
+        .exec(&["nft", "list", "table", "inet", "ferrynet_policy"]);
+    assert!(!listing.contains(&xc.ip), "{listing}");
+    assert_eq!(rule_handles(&host), after);
+}

@@ -178,7 +178,11 @@ impl Driver {
         ) {
             // Network policy, when this host enforces any: the new endpoint is in its sets and
             // dispatch map before attach returns, so it is isolated from its first packet.
-            Ok(()) => match crate::policy::enforce::refresh_if_active(&self.state) {
+            Ok(()) => match crate::policy::enforce::endpoint_changed(
+                &self.state,
+                &ep.policy_record(&crate::policy::enforce::node_name()),
+                true,
+            ) {
                 Ok(()) => Ok(ep),
                 Err(e) => {
                     drop(fw);
@@ -285,7 +289,11 @@ impl Driver {
                 self.teardown(net, &ep)?;
                 // Its addresses leave the policy sets (best effort: the endpoint is gone,
                 // and a stale address in a set allows or denies nobody new).
-                if let Err(e) = crate::policy::enforce::refresh_if_active(&self.state) {
+                if let Err(e) = crate::policy::enforce::endpoint_changed(
+                    &self.state,
+                    &ep.policy_record(&crate::policy::enforce::node_name()),
+                    false,
+                ) {
                     tracing::warn!("policy not refreshed after detach: {e}");
                 }
                 Ok(Some(ep))

@@ -7,6 +7,29 @@ use std::net::IpAddr;
 use super::{io_err, Driver, DriverError};
 use crate::network::validate_id;
 
+impl super::Endpoint {
+    /// This interface as network policy sees it (its identity, or namespace `default`
+    /// without labels when it has none); `host` is this host's node name.
+    pub fn policy_record(&self, host: &str) -> crate::policy::EndpointRecord {
+        let id = self.identity.clone().unwrap_or_default();
+        crate::policy::EndpointRecord {
+            id: self.container_id.clone(),
+            namespace: id.namespace,
+            name: id.name,
+            labels: id.labels,
+            named_ports: id.named_ports,
+            addresses: [
+                self.ip.map(|n| IpAddr::V4(n.addr())),
+                self.ip6.map(|n| IpAddr::V6(n.addr())),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            host: host.to_string(),
+        }
+    }
+}
+
 impl Driver {
     /// Every endpoint on this host as network policy sees it (namespace, labels, named
     /// ports, addresses), from the endpoints' own records; `host` is this host's node name.
@@ -28,24 +51,12 @@ impl Driver {
         let mut out: Vec<crate::policy::EndpointRecord> = Vec::new();
         for net in networks {
             for ep in self.endpoints(&net)? {
-                let addrs = [
-                    ep.ip.map(|n| IpAddr::V4(n.addr())),
-                    ep.ip6.map(|n| IpAddr::V6(n.addr())),
-                ];
+                let record = ep.policy_record(host);
                 if let Some(r) = out.iter_mut().find(|r| r.id == ep.container_id) {
-                    r.addresses.extend(addrs.into_iter().flatten());
+                    r.addresses.extend(record.addresses);
                     continue;
                 }
-                let id = ep.identity.clone().unwrap_or_default();
-                out.push(crate::policy::EndpointRecord {
-                    id: ep.container_id.clone(),
-                    namespace: id.namespace,
-                    name: id.name,
-                    labels: id.labels,
-                    named_ports: id.named_ports,
-                    addresses: addrs.into_iter().flatten().collect(),
-                    host: host.to_string(),
-                });
+                out.push(record);
             }
         }
         Ok(out)

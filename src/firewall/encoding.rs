@@ -63,6 +63,7 @@ pub(super) fn port_element(p: &PortMapping, target: IpAddr) -> (Set, Element) {
         Element {
             key,
             data: Some(data),
+            jump: None,
         },
     )
 }

@@ -166,6 +166,7 @@ impl PortGuard {
         let elem = |value: &[u8]| Element {
             key: [&port[..], value].concat(),
             data: None,
+            jump: None,
         };
         let mac = [&self.mac.0[..], &[0, 0]].concat();
         let mut out = vec![
@@ -569,6 +570,7 @@ impl Firewall {
                 .map(|e| Element {
                     key: e.key,
                     data: None,
+                    jump: None,
                 })
                 .collect();
             if !stray.is_empty() {
@@ -816,11 +818,13 @@ mod tests {
         let short = Element {
             key: e.key[..20].to_vec(),
             data: e.data.clone(),
+            jump: None,
         };
         assert_eq!(decode_port(PORTS_IP6_MAP, &short), None);
         let v4_data = Element {
             key: vec![17, 0, 0, 0, 0, 53, 0, 0],
             data: Some(vec![10, 90, 0, 3, 0x14, 0xe9, 0, 0]),
+            jump: None,
         };
         assert_eq!(decode_port(PORTS6_MAP, &v4_data), None);
         assert_eq!(decode_port(PAIRS_SET, &v4_data), None);

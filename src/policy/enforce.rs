@@ -1,21 +1,31 @@
 //! Enforcement on this host: the stored policies and namespaces, the store's endpoints and
-//! this host's own (from their records), rendered by [`super::nft`] and applied as one
-//! transaction. Run by the policy commands after every change, and by attach and detach
-//! (CLI, CNI, Docker) while the table exists, so that a new endpoint is isolated from its
-//! first packet (before attach returns).
+//! this host's own (from their records), built by [`super::nft`] and applied as the
+//! difference from what the kernel holds, in one transaction. Run by the policy commands
+//! after every change and by the agent when the store changes.
 //!
-//! This first step re-renders the whole table on each change (one `nft -f`, a few ms):
-//! simple and atomic, but its cost grows with endpoints and policies. The next step changes
-//! only set and map elements for endpoints and labels, and only one policy's chain for a
-//! policy change.
+//! Attach and detach (CLI, CNI, Docker) take the per-endpoint path instead: the plan (the
+//! policies' selectors, named ports and dispatching namespaces, kept beside the table by
+//! every refresh) says which sets and maps the endpoint belongs in, and one nf_tables
+//! transaction adds or removes its elements — no store read, no chain touched, no `nft`
+//! process, and nothing that grows with the number of endpoints. So a new endpoint is
+//! isolated from its first packet (before attach returns).
+//!
+//! A lock serialises both paths on one host: a refresh reads the records, the kernel's
+//! elements and writes its changes while no endpoint changes its elements.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
-use super::inventory::Inventory;
-use super::PolicySet;
+use serde::{Deserialize, Serialize};
+
+use super::inventory::{EndpointRecord, Inventory};
+use super::nft::{Plan, TABLE};
+use super::ruleset::{Elem, Ruleset, SetKind, Structure};
+use super::{EndpointSelector, Labels, PolicySet};
 use crate::cluster::{objects, Store};
-use crate::firewall::{FirewallError, Nftnl};
+use crate::firewall::{Element, FirewallError, Nftnl, NFPROTO_INET};
 use crate::network::StateDir;
+use crate::util::FileLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceError {
@@ -25,6 +35,8 @@ pub enum EnforceError {
     Endpoints(String),
     #[error("applying policy to nftables: {0}")]
     Firewall(#[from] FirewallError),
+    #[error("policy table: {0}")]
+    Netlink(#[from] crate::netlink::NetlinkError),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -46,10 +58,50 @@ pub fn node_name() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Where a host records that policies exist, so that attach and detach know to refresh
-/// (a stat, before any store is read).
-fn marker(state: &StateDir) -> std::path::PathBuf {
-    state.run_dir().join("policy-enforced")
+/// The plan of this host's policies (see [`Plan`]): present exactly while policies exist.
+fn plan_path(state: &StateDir) -> PathBuf {
+    state.run_dir().join("policy-plan.json")
+}
+
+/// The structure of the table as last applied, with the table's handle then.
+fn structure_path(state: &StateDir) -> PathBuf {
+    state.run_dir().join("policy-table.json")
+}
+
+#[derive(Serialize, Deserialize)]
+struct Applied {
+    handle: u64,
+    structure: Structure,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EnforceError + '_ {
+    move |source| EnforceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn lock(state: &StateDir) -> Result<FileLock, EnforceError> {
+    let p = state.run_dir().join("policy.lock");
+    FileLock::acquire(&p).map_err(io(&p))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), EnforceError> {
+    let data = serde_json::to_vec(value).expect("serializable");
+    crate::util::ensure_dir(path.parent().expect("in the run directory"))
+        .and_then(|_| crate::util::write_atomic(path, &data))
+        .map_err(io(path))
+}
+
+fn remove(path: &Path) -> Result<(), EnforceError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// The stored policies, and the store's endpoints together with this host's own (from their
@@ -58,6 +110,18 @@ pub fn load(
     state: &StateDir,
     store: &mut dyn Store,
 ) -> Result<(PolicySet, Inventory, BTreeSet<String>), EnforceError> {
+    let (policies, inventory, local, _) = load_all(state, store)?;
+    Ok((policies, inventory, local))
+}
+
+type Loaded = (
+    PolicySet,
+    Inventory,
+    BTreeSet<String>,
+    BTreeMap<String, Labels>,
+);
+
+fn load_all(state: &StateDir, store: &mut dyn Store) -> Result<Loaded, EnforceError> {
     let policies = PolicySet::new(objects::list_policies(store)?);
     let local = crate::bridge::Driver::new(state.clone())
         .policy_records(&node_name())
@@ -66,68 +130,171 @@ pub fn load(
     let mut endpoints = objects::list_endpoints(store)?;
     endpoints.retain(|e| !local_ids.contains(&e.id));
     endpoints.extend(local);
-    let inventory = Inventory::new(endpoints, objects::list_namespaces(store)?);
-    Ok((policies, inventory, local_ids))
+    let namespaces = objects::list_namespaces(store)?;
+    let inventory = Inventory::new(endpoints, namespaces.clone());
+    Ok((policies, inventory, local_ids, namespaces))
 }
 
-/// Whether this host has policies to enforce (see [`refresh`]).
+/// Whether this host has policies to enforce (see [`refresh`]): one stat.
 pub fn has_policies(state: &StateDir) -> bool {
-    marker(state).exists()
+    plan_path(state).exists()
 }
 
-/// Renders and applies the policy table of this host (in the calling thread's namespace).
-/// No table without a policy, or without an endpoint on this host to apply one to. `url`
-/// names `store`: kept in the marker, so that attach and detach read the same store.
+/// Brings this host's policy table (in the calling thread's namespace) in line with the
+/// store: only what changed, in one transaction. No table without a policy, or without an
+/// endpoint on this host to apply one to. `url` names `store`: kept in the plan, so that
+/// the per-endpoint path can refresh from the same store when it must.
 pub fn refresh(state: &StateDir, store: &mut dyn Store, url: &str) -> Result<(), EnforceError> {
-    let (policies, inventory, local_ids) = load(state, store)?;
-    let marker = marker(state);
-    if policies.network().is_empty() && policies.admin().is_empty() && policies.baseline().is_none()
-    {
-        let _ = std::fs::remove_file(&marker);
-    } else {
-        crate::util::ensure_dir(state.run_dir())
-            .and_then(|_| std::fs::write(&marker, url.as_bytes()))
-            .map_err(|source| EnforceError::Io {
-                path: marker.clone(),
-                source,
-            })?;
-    }
+    let _lock = lock(state)?;
+    refresh_locked(state, store, url)
+}
+
+fn refresh_locked(state: &StateDir, store: &mut dyn Store, url: &str) -> Result<(), EnforceError> {
+    let (policies, inventory, local_ids, namespaces) = load_all(state, store)?;
+    let Some(plan) = Plan::new(&policies, namespaces, url) else {
+        remove(&plan_path(state))?;
+        return remove_table(state);
+    };
+    write_json(&plan_path(state), &plan)?;
     if local_ids.is_empty() {
-        if active()? {
-            crate::firewall::run_nft(&format!("delete table inet {}\n", super::nft::TABLE))?;
-        }
-        return Ok(());
+        return remove_table(state);
     }
-    match super::nft::render(&policies, &inventory, &local_ids) {
-        Some(script) => crate::firewall::run_nft(&script)?,
-        None => {
-            if active()? {
-                crate::firewall::run_nft(&format!("delete table inet {}\n", super::nft::TABLE))?;
-            }
-        }
+    apply(
+        state,
+        &super::nft::build(&policies, &plan, &inventory, &local_ids),
+    )
+}
+
+fn remove_table(state: &StateDir) -> Result<(), EnforceError> {
+    if active()? {
+        crate::firewall::run_nft(&format!("delete table inet {TABLE}\n"))?;
     }
-    Ok(())
+    remove(&structure_path(state))
+}
+
+/// Applies `desired` as changes to the table last applied, if the kernel still has that
+/// table (same handle) and its elements read back; else replaces the table whole.
+fn apply(state: &StateDir, desired: &Ruleset) -> Result<(), EnforceError> {
+    let mut nl = Nftnl::open(TABLE)?;
+    let handle = nl.table_handle()?;
+    let applied: Option<Applied> = read_json(&structure_path(state));
+    let script = match applied.filter(|a| Some(a.handle) == handle) {
+        Some(applied) => match kernel_elements(&mut nl, &applied.structure)? {
+            Some(kernel) => desired.script_changes(&applied.structure, &kernel),
+            None => desired.script_whole(),
+        },
+        None => desired.script_whole(),
+    };
+    if !script.is_empty() {
+        crate::firewall::run_nft(&script)?;
+    }
+    let handle = nl.table_handle()?.unwrap_or_default();
+    write_json(
+        &structure_path(state),
+        &Applied {
+            handle,
+            structure: desired.structure(),
+        },
+    )
+}
+
+/// Every element of every set of `structure`, as the kernel holds them; `None` if one is
+/// missing or holds an element ferrynet would not write.
+fn kernel_elements(
+    nl: &mut Nftnl,
+    structure: &Structure,
+) -> Result<Option<BTreeMap<String, BTreeSet<Elem>>>, EnforceError> {
+    let mut out = BTreeMap::new();
+    for (name, kind) in &structure.sets {
+        let elements = match nl.dump_named(NFPROTO_INET, name) {
+            Ok(e) => e,
+            Err(e) if e.is(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let decoded: Option<BTreeSet<Elem>> =
+            elements.iter().map(|e| Elem::decode(*kind, e)).collect();
+        match decoded {
+            Some(d) => out.insert(name.clone(), d),
+            None => return Ok(None),
+        };
+    }
+    Ok(Some(out))
 }
 
 /// Whether this host enforces policy now (its table exists): one netlink request.
 pub fn active() -> Result<bool, FirewallError> {
-    Ok(Nftnl::open(super::nft::TABLE)?.table_exists()?)
+    Ok(Nftnl::open(TABLE)?.table_exists()?)
 }
 
-/// After an endpoint came or went: re-applies the table if this host has policies, from the
-/// store the last refresh used (etcd's TLS settings are not kept: such a host's agent
-/// refreshes within a second instead).
-pub fn refresh_if_active(state: &StateDir) -> Result<(), EnforceError> {
-    let Ok(url) = std::fs::read_to_string(marker(state)) else {
+/// An endpoint of this host came (`added`) or went: its elements, in one transaction, when
+/// this host has policies. A table not made yet (the host's first endpoint) or a plan that
+/// cannot be read is made by a whole refresh from the store instead (etcd's TLS settings
+/// are not kept: such a host's agent refreshes within a second instead).
+pub fn endpoint_changed(
+    state: &StateDir,
+    endpoint: &EndpointRecord,
+    added: bool,
+) -> Result<(), EnforceError> {
+    let plan_file = plan_path(state);
+    if !plan_file.exists() {
         return Ok(());
-    };
-    let url = if url.is_empty() {
-        default_url(state)
-    } else {
-        url
-    };
+    }
+    let _lock = lock(state)?;
+    let plan: Option<Plan> = read_json(&plan_file);
+    if let Some(plan) = &plan {
+        let changes = if added {
+            let inventory = Inventory::new(
+                [endpoint.clone()],
+                plan.namespaces.iter().map(|(k, v)| (k.clone(), v.clone())),
+            );
+            grouped(plan.endpoint_elements(&inventory, endpoint, true))
+        } else {
+            every_place(plan, endpoint)
+        };
+        let (adds, removes) = if added {
+            (changes, Vec::new())
+        } else {
+            (Vec::new(), changes)
+        };
+        match Nftnl::open(TABLE)?.update_named(NFPROTO_INET, &adds, &removes) {
+            Ok(()) => return Ok(()),
+            // No table yet (or it was removed): a refresh makes it.
+            Err(e) if e.is(libc::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    } else if !plan_file.exists() {
+        return Ok(());
+    }
+    let url = plan.map(|p| p.store).unwrap_or_else(|| default_url(state));
     let mut store = crate::cluster::open(&url, crate::cluster::DEFAULT_PREFIX, None)?;
-    refresh(state, store.as_mut(), &url)
+    refresh_locked(state, store.as_mut(), &url)
+}
+
+fn grouped(elements: Vec<(String, SetKind, Elem)>) -> Vec<(String, Vec<Element>)> {
+    let mut by_set: BTreeMap<String, Vec<Element>> = BTreeMap::new();
+    for (set, _, e) in elements {
+        by_set.entry(set).or_default().push(e.encode());
+    }
+    by_set.into_iter().collect()
+}
+
+/// Every element `endpoint` could have, whatever its labels were when it was added: its
+/// addresses in every selector set, its named ports in every named-port set, and its
+/// dispatch and drop entries (removing a missing element is not an error).
+fn every_place(plan: &Plan, endpoint: &EndpointRecord) -> Vec<(String, Vec<Element>)> {
+    let mut everywhere = plan.clone();
+    everywhere.selectors = plan
+        .selectors
+        .iter()
+        .map(|(id, _)| (id.clone(), EndpointSelector::everything()))
+        .collect();
+    everywhere.dispatch = plan
+        .dispatch
+        .iter()
+        .map(|(_, d)| (endpoint.namespace.clone(), *d))
+        .collect();
+    let inventory = Inventory::new([endpoint.clone()], []);
+    grouped(everywhere.endpoint_elements(&inventory, endpoint, true))
 }
 
 /// The embedded file store under the state directory.

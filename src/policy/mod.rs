@@ -17,6 +17,7 @@
 //! | `inventory` | endpoints and namespaces as policies see them; kubectl label changes |
 //! | `flow` | a flow and its verdict: the rule that decided each side |
 //! | `eval` | the policy set in evaluation order, and the evaluation of one flow |
+//! | `ruleset` | the policy table as data, and the `nft` script of its difference from the kernel's |
 //! | `compiled` | the distinct selectors with their members and users (for address sets), and the policies applying to each endpoint (for verdict maps) |
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod inventory;
 pub mod model;
 pub mod nft;
 pub mod parse;
+pub mod ruleset;
 pub mod selector;
 pub mod validate;
 

@@ -1,5 +1,5 @@
-//! Policy as nftables: the whole policy state of one host rendered as the table `inet
-//! ferrynet_policy`, applied by [`super::enforce`] in one transaction.
+//! Policy as nftables: the policy state of one host as the table `inet ferrynet_policy`
+//! ([`Ruleset`]), which [`super::enforce`] applies as the difference from what the kernel has.
 //!
 //! Two base chains on the forward hook, egress first (priority -20, at the source's host)
 //! then ingress (-15, at the destination's host). With the bridge's netfilter hooks (on by
@@ -9,81 +9,203 @@
 //! Kubernetes. Each base chain:
 //! 1. `ct state established,related accept`: replies and the rest of allowed connections;
 //! 2. the admin tier: every AdminNetworkPolicy rule in priority order (Allow = accept, Deny =
-//!    drop, Pass = return, which skips the remaining admin rules);
+//!    deny, Pass = return, which skips the remaining admin rules) — one chain, since Pass
+//!    must leave the whole tier;
 //! 3. per-endpoint dispatch: a verdict map from each of this host's endpoints' addresses to
 //!    the chain of its namespace, which jumps to each NetworkPolicy of the namespace isolating
-//!    that direction (each returns unless the endpoint is its subject; an allow rule
-//!    accepts), then drops what is isolated and was not allowed (the namespace's isolated
-//!    set);
-//! 4. the baseline tier (BaselineAdminNetworkPolicy: accept or drop), then the chain's accept.
+//!    that direction (one chain per policy and direction: each returns unless the endpoint is
+//!    its subject; an allow rule accepts), then denies what is isolated and was not allowed;
+//! 4. the baseline tier (BaselineAdminNetworkPolicy: accept or deny), then the chain's accept.
+//!
+//! Every deny goes to `deny_<direction>`, which counts the drop per endpoint (a set of this
+//! host's endpoints with a counter per element) and drops; a policy annotated
+//! `ferrynet.io/log-drops: "true"` first logs the packet to NFLOG group [`LOG_GROUP`] with a
+//! prefix naming the policy (and rule). Every allow rule counts its packets, with a comment
+//! naming its policy, direction and rule.
 //!
 //! Sets: one per distinct selector and family (the addresses of every endpoint it matches,
 //! on any host), one per named port and family of `address . protocol . port` (keyed by the
 //! destination, which is where a named port resolves), ipBlocks as anonymous interval sets in
-//! their rule with the except beside them. ICMP: a rule with ports never matches it; a rule
-//! without ports matches every protocol.
+//! their rule with the except beside them. A new pod, a label change or a pod on another host
+//! changes only elements; a policy change rewrites the chains of that policy (and its
+//! namespace's dispatch chain when it comes or goes). ICMP: a rule with ports never matches
+//! it; a rule without ports matches every protocol.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
-use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
 
 use super::compiled::{named_port_sets, selector_sets};
 use super::eval::PolicySet;
-use super::inventory::Inventory;
+use super::inventory::{EndpointRecord, Inventory};
 use super::model::{
-    AdminAction, AdminPeers, AdminPort, AdminRuleView, Cidr, Direction, NetworkPolicyPeer,
-    NetworkPolicyPort, PolicyType, PortRef, Protocol,
+    AdminAction, AdminPeers, AdminPort, AdminRuleView, Cidr, Direction, Labels, NetworkPolicyPeer,
+    NetworkPolicyPort, ObjectMeta, PolicyKey, PolicyType, PortRef, Protocol,
 };
+use super::ruleset::{protocol_name as proto, Chain, Elem, Fam, Ruleset, SetKind, FAMILIES};
 use super::selector::EndpointSelector;
 use crate::util::fnv1a64;
 
-pub const TABLE: &str = "ferrynet_policy";
+pub use super::ruleset::TABLE;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Fam {
-    V4,
-    V6,
-}
+/// The NFLOG group denied packets of policies with `ferrynet.io/log-drops` go to (read by
+/// `ferrynet policy drops` and the agent's `--log-drops`).
+pub const LOG_GROUP: u16 = 2811;
 
-impl Fam {
-    fn ip(self) -> &'static str {
-        match self {
-            Fam::V4 => "ip",
-            Fam::V6 => "ip6",
-        }
-    }
-    fn suffix(self) -> &'static str {
-        match self {
-            Fam::V4 => "4",
-            Fam::V6 => "6",
-        }
-    }
-    fn has(self, ip: IpAddr) -> bool {
-        ip.is_ipv4() == (self == Fam::V4)
-    }
-    fn addr_type(self) -> &'static str {
-        match self {
-            Fam::V4 => "ipv4_addr",
-            Fam::V6 => "ipv6_addr",
-        }
-    }
-}
+/// The annotation that turns on drop logging for a policy.
+pub const LOG_ANNOTATION: &str = "ferrynet.io/log-drops";
 
-const FAMILIES: [Fam; 2] = [Fam::V4, Fam::V6];
+const DIRECTIONS: [Direction; 2] = [PolicyType::Ingress, PolicyType::Egress];
 
 fn short(text: &str) -> String {
     format!("{:012x}", fnv1a64(text.as_bytes()) & 0xffff_ffff_ffff)
 }
 
-fn selector_set(s: &EndpointSelector, f: Fam) -> String {
-    format!("@s_{}_{}", s.canonical().id(), f.suffix())
+fn selector_set_name(id: &str, f: Fam) -> String {
+    format!("s_{id}_{}", f.suffix())
 }
 
-fn proto(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
+fn selector_set(s: &EndpointSelector, f: Fam) -> String {
+    format!("@{}", selector_set_name(&s.canonical().id(), f))
+}
+
+fn dispatch_map(d: Direction, f: Fam) -> String {
+    format!("to_{}{}", dir(d), f.suffix())
+}
+
+fn drops_set(d: Direction, f: Fam) -> String {
+    format!("drops_{}{}", dir(d), f.suffix())
+}
+
+fn deny_chain(d: Direction) -> String {
+    format!("deny_{}", dir(d))
+}
+
+/// The comment of an allow rule, which `policy ls` reads its counter by.
+pub fn rule_comment(key: &PolicyKey, d: Direction, index: usize) -> String {
+    format!("{key} {d}[{index}]")
+}
+
+fn logs(meta: &ObjectMeta) -> bool {
+    meta.annotations.get(LOG_ANNOTATION).map(String::as_str) == Some("true")
+}
+
+/// A deny: to the deny chain, logged first when the policy asks for it.
+fn deny(d: Direction, log_prefix: Option<String>) -> String {
+    match log_prefix {
+        Some(prefix) => format!(
+            "log prefix \"{prefix}: \" group {LOG_GROUP} goto {}",
+            deny_chain(d)
+        ),
+        None => format!("goto {}", deny_chain(d)),
+    }
+}
+
+/// What the per-endpoint path needs to put one endpoint into the table without reading the
+/// policies: the distinct selectors (with their set ids), the named ports rules use, which
+/// namespaces dispatch in which direction, and the namespaces' labels. Written beside the
+/// table by every refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The store the policies came from (for a refresh from the per-endpoint path).
+    pub store: String,
+    pub namespaces: BTreeMap<String, Labels>,
+    pub selectors: Vec<(String, EndpointSelector)>,
+    pub named_ports: BTreeSet<String>,
+    pub dispatch: BTreeSet<(String, Direction)>,
+}
+
+impl Plan {
+    /// `None` without any policy: then there is nothing to enforce.
+    pub fn new(
+        policies: &PolicySet,
+        namespaces: BTreeMap<String, Labels>,
+        store: &str,
+    ) -> Option<Plan> {
+        if policies.network().is_empty()
+            && policies.admin().is_empty()
+            && policies.baseline().is_none()
+        {
+            return None;
+        }
+        let nothing = Inventory::default();
+        Some(Plan {
+            store: store.to_string(),
+            namespaces,
+            selectors: selector_sets(policies, &nothing)
+                .into_iter()
+                .map(|s| (s.id, s.selector))
+                .collect(),
+            named_ports: named_port_sets(policies, &nothing)
+                .into_iter()
+                .map(|s| s.name)
+                .collect(),
+            dispatch: policies
+                .network()
+                .iter()
+                .flat_map(|p| {
+                    DIRECTIONS
+                        .into_iter()
+                        .filter(|d| p.spec.isolates(*d))
+                        .map(|d| (p.namespace().to_string(), d))
+                })
+                .collect(),
+        })
+    }
+
+    /// The elements `endpoint` contributes: its addresses in the sets of the selectors it
+    /// matches and of the named ports it has, and, if it runs on this host (`local`), its
+    /// dispatch entries and drop counters. `inventory` gives the namespaces' labels.
+    pub fn endpoint_elements(
+        &self,
+        inventory: &Inventory,
+        endpoint: &EndpointRecord,
+        local: bool,
+    ) -> Vec<(String, SetKind, Elem)> {
+        let mut out = Vec::new();
+        for &a in &endpoint.addresses {
+            let fam = Fam::of(a);
+            for (id, selector) in &self.selectors {
+                if selector.matches(endpoint, inventory) {
+                    out.push((
+                        selector_set_name(id, fam),
+                        SetKind::Addresses {
+                            fam,
+                            counter: false,
+                        },
+                        Elem::Addr(a),
+                    ));
+                }
+            }
+            for port in &endpoint.named_ports {
+                if self.named_ports.contains(&port.name) {
+                    out.push((
+                        named_set(&port.name, fam),
+                        SetKind::NamedPorts { fam },
+                        Elem::Port(a, port.protocol, port.port),
+                    ));
+                }
+            }
+            if !local {
+                continue;
+            }
+            for d in DIRECTIONS {
+                if self.dispatch.contains(&(endpoint.namespace.clone(), d)) {
+                    out.push((
+                        dispatch_map(d, fam),
+                        SetKind::Dispatch { fam },
+                        Elem::Jump(a, ns_chain(&endpoint.namespace, d)),
+                    ));
+                }
+                out.push((
+                    drops_set(d, fam),
+                    SetKind::Addresses { fam, counter: true },
+                    Elem::Addr(a),
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -188,22 +310,24 @@ fn dir(d: Direction) -> &'static str {
     }
 }
 
+/// One admin rule as nft rules (every peer × port); `comment` names it for its counter.
 fn admin_rules(
     rule: &AdminRuleView<'_>,
     subject: &EndpointSelector,
     d: Direction,
     f: Fam,
-    baseline: bool,
+    (baseline, comment, log): (bool, &str, bool),
 ) -> Vec<String> {
     let (peer_side, subject_side) = sides(d);
     let verdict = match rule.action {
-        AdminAction::Allow => "accept",
-        AdminAction::Deny => "drop",
+        AdminAction::Allow => "accept".to_string(),
+        AdminAction::Deny => deny(d, log.then(|| comment.to_string())),
         // Pass has no meaning in the baseline (validated away); in the admin tier it hands
         // the packet over to NetworkPolicy.
-        AdminAction::Pass if baseline => "continue",
-        AdminAction::Pass => "return",
+        AdminAction::Pass if baseline => "continue".to_string(),
+        AdminAction::Pass => "return".to_string(),
     };
+    let verdict = format!("counter {verdict} comment \"{comment}\"");
     let subject = format!("{} {subject_side} {}", f.ip(), selector_set(subject, f));
     let peers: Vec<Option<String>> = match rule.peers {
         AdminPeers::Ingress(from) => from
@@ -238,93 +362,90 @@ fn admin_rules(
             .map(Some)
             .collect(),
     };
-    combine(&peers, &ports, verdict)
+    combine(&peers, &ports, &verdict)
         .into_iter()
         .map(|r| format!("{subject} {r}"))
         .collect()
 }
 
-/// The table for `policies` as they apply on the host of `local` (the endpoint ids whose
-/// addresses dispatch here); `None` when there is no policy at all (no table is needed).
-pub fn render(
+/// A NetworkPolicy isolating its namespace's endpoints in one direction.
+struct Isolating {
+    chain: String,
+    subject: EndpointSelector,
+    log: bool,
+    key: PolicyKey,
+}
+
+fn chain(rules: Vec<String>) -> Chain {
+    Chain { hook: None, rules }
+}
+
+/// The table for `policies` (summarised by `plan`) as they apply on the host of `local`
+/// (the endpoint ids whose addresses dispatch here).
+pub fn build(
     policies: &PolicySet,
+    plan: &Plan,
     inventory: &Inventory,
     local: &BTreeSet<String>,
-) -> Option<String> {
-    if policies.network().is_empty() && policies.admin().is_empty() && policies.baseline().is_none()
-    {
-        return None;
-    }
-    let mut s = String::new();
-    // Replaced whole in one transaction: add (so that delete never fails), delete, define.
-    let _ = writeln!(
-        s,
-        "add table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{"
-    );
-    for set in selector_sets(policies, inventory) {
-        for f in FAMILIES {
-            let addrs: Vec<String> = set
-                .addresses
-                .iter()
-                .filter(|a| f.has(**a))
-                .map(|a| a.to_string())
-                .collect();
-            let _ = write!(
-                s,
-                "  set s_{}_{} {{ type {}; ",
-                set.id,
-                f.suffix(),
-                f.addr_type()
+) -> Ruleset {
+    let mut r = Ruleset::default();
+    // Every set exists even while empty: rules refer to them, and the per-endpoint path
+    // only adds elements.
+    for f in FAMILIES {
+        for (id, _) in &plan.selectors {
+            r.set(
+                selector_set_name(id, f),
+                SetKind::Addresses {
+                    fam: f,
+                    counter: false,
+                },
             );
-            if !addrs.is_empty() {
-                let _ = write!(s, "elements = {{ {} }} ", addrs.join(", "));
-            }
-            s.push_str("}\n");
+        }
+        for name in &plan.named_ports {
+            r.set(named_set(name, f), SetKind::NamedPorts { fam: f });
+        }
+        for d in DIRECTIONS {
+            r.set(dispatch_map(d, f), SetKind::Dispatch { fam: f });
+            r.set(
+                drops_set(d, f),
+                SetKind::Addresses {
+                    fam: f,
+                    counter: true,
+                },
+            );
         }
     }
-    for set in named_port_sets(policies, inventory) {
-        for f in FAMILIES {
-            let members: Vec<String> = set
-                .members
-                .iter()
-                .filter(|m| f.has(m.address))
-                .map(|m| format!("{} . {} . {}", m.address, proto(m.protocol), m.port))
-                .collect();
-            let _ = write!(
-                s,
-                "  set {} {{ type {} . inet_proto . inet_service; ",
-                named_set(&set.name, f),
-                f.addr_type()
-            );
-            if !members.is_empty() {
-                let _ = write!(s, "elements = {{ {} }} ", members.join(", "));
-            }
-            s.push_str("}\n");
+    for e in inventory.endpoints() {
+        for (set, kind, elem) in plan.endpoint_elements(inventory, e, local.contains(&e.id)) {
+            r.set(set, kind).insert(elem);
         }
     }
     // NetworkPolicies by namespace and direction: their chains, and each namespace's chain.
-    let mut by_ns: BTreeMap<(String, Direction), Vec<String>> = BTreeMap::new();
+    let mut by_ns: BTreeMap<(String, Direction), Vec<Isolating>> = BTreeMap::new();
     for p in policies.network() {
         let ns = p.namespace();
-        let key = p.metadata.name.as_str();
+        let key = p.key();
         let subject = p.subject();
-        for d in [PolicyType::Ingress, PolicyType::Egress] {
+        for d in DIRECTIONS {
             if !p.spec.isolates(d) {
                 continue;
             }
-            let chain = np_chain(ns, key, d);
+            let name = np_chain(ns, &p.metadata.name, d);
             let (_, subject_side) = sides(d);
-            let _ = writeln!(s, "  chain {chain} {{");
+            let mut rules = Vec::new();
             for f in FAMILIES {
-                let _ = writeln!(
-                    s,
-                    "    meta nfproto ipv{} {} {subject_side} != {} return",
+                rules.push(format!(
+                    "meta nfproto ipv{} {} {subject_side} != {} return",
                     f.suffix(),
                     f.ip(),
                     selector_set(&subject, f)
-                );
+                ));
             }
-            for (peers, ports) in p.spec.rules(d) {
+            for (index, (peers, ports)) in p.spec.rules(d).into_iter().enumerate() {
+                let verdict = format!(
+                    "counter accept comment \"{}\"",
+                    rule_comment(&key, d, index)
+                );
                 for f in FAMILIES {
                     let peers: Vec<Option<String>> = if peers.is_empty() {
                         vec![None]
@@ -340,108 +461,102 @@ pub fn render(
                     } else {
                         ports.iter().map(|x| Some(np_port(x, f))).collect()
                     };
-                    for rule in combine(&peers, &ports, "accept") {
-                        let _ = writeln!(s, "    meta nfproto ipv{} {rule}", f.suffix());
+                    for rule in combine(&peers, &ports, &verdict) {
+                        rules.push(format!("meta nfproto ipv{} {rule}", f.suffix()));
                     }
                 }
             }
-            s.push_str("  }\n");
-            by_ns.entry((ns.to_string(), d)).or_default().push(chain);
+            r.chains.insert(name.clone(), chain(rules));
+            by_ns
+                .entry((ns.to_string(), d))
+                .or_default()
+                .push(Isolating {
+                    chain: name,
+                    subject: subject.clone(),
+                    log: logs(&p.metadata),
+                    key: key.clone(),
+                });
         }
     }
-    for ((ns, d), chains) in &by_ns {
-        let _ = writeln!(s, "  chain {} {{", ns_chain(ns, *d));
-        for c in chains {
-            let _ = writeln!(s, "    jump {c}");
-        }
-        // Isolated and not allowed: the union of the subjects of the namespace's policies.
-        let (_, subject_side) = sides(*d);
-        for p in policies
-            .network()
+    for ((ns, d), policies) in &by_ns {
+        let mut rules: Vec<String> = policies
             .iter()
-            .filter(|p| p.namespace() == ns && p.spec.isolates(*d))
-        {
+            .map(|p| format!("jump {}", p.chain))
+            .collect();
+        // Isolated and not allowed: the union of the subjects of the namespace's policies
+        // (the first that selects the endpoint names the denial in the log).
+        let (_, subject_side) = sides(*d);
+        for p in policies {
             for f in FAMILIES {
-                let _ = writeln!(
-                    s,
-                    "    {} {subject_side} {} drop",
+                rules.push(format!(
+                    "{} {subject_side} {} {}",
                     f.ip(),
-                    selector_set(&p.subject(), f)
-                );
+                    selector_set(&p.subject, f),
+                    deny(*d, p.log.then(|| format!("{} {d}", p.key)))
+                ));
             }
         }
-        s.push_str("  }\n");
+        r.chains.insert(ns_chain(ns, *d), chain(rules));
     }
     // The admin and baseline tiers, per direction.
-    for d in [PolicyType::Ingress, PolicyType::Egress] {
-        for (tier, views, baseline) in [
-            (
-                "admin",
-                policies
-                    .admin()
-                    .iter()
-                    .map(|p| p.view())
-                    .collect::<Vec<_>>(),
-                false,
-            ),
-            (
-                "baseline",
-                policies.baseline().map(|p| p.view()).into_iter().collect(),
-                true,
-            ),
-        ] {
-            let _ = writeln!(s, "  chain {tier}_{} {{", dir(d));
-            for view in &views {
-                let Some(subject) = view.subject.selector() else {
-                    continue;
-                };
-                for rule in view.rules(d) {
-                    for f in FAMILIES {
-                        for r in admin_rules(rule, &subject, d, f, baseline) {
-                            let _ = writeln!(s, "    {r}");
-                        }
-                    }
+    for d in DIRECTIONS {
+        let admin = policies
+            .admin()
+            .iter()
+            .map(|p| (p.view(), logs(&p.metadata), false));
+        let baseline = policies
+            .baseline()
+            .map(|p| (p.view(), logs(&p.metadata), true));
+        let mut tiers: [Vec<String>; 2] = Default::default();
+        for (view, log, is_baseline) in admin.chain(baseline) {
+            let Some(subject) = view.subject.selector() else {
+                continue;
+            };
+            for (index, rule) in view.rules(d).iter().enumerate() {
+                let comment = rule_comment(&view.key, d, index);
+                for f in FAMILIES {
+                    tiers[usize::from(is_baseline)].extend(admin_rules(
+                        rule,
+                        &subject,
+                        d,
+                        f,
+                        (is_baseline, &comment, log),
+                    ));
                 }
             }
-            s.push_str("  }\n");
         }
-    }
-    // Dispatch: this host's endpoints, by address, to their namespace's chain.
-    for d in [PolicyType::Ingress, PolicyType::Egress] {
-        for f in FAMILIES {
-            let elements: Vec<String> = inventory
-                .endpoints()
-                .filter(|e| local.contains(&e.id) && by_ns.contains_key(&(e.namespace.clone(), d)))
-                .flat_map(|e| {
-                    let chain = ns_chain(&e.namespace, d);
-                    e.addresses
-                        .iter()
-                        .filter(|a| f.has(**a))
-                        .map(move |a| format!("{a} : jump {chain}"))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            let _ = write!(
-                s,
-                "  map to_{}{} {{ type {} : verdict; ",
-                dir(d),
-                f.suffix(),
-                f.addr_type()
-            );
-            if !elements.is_empty() {
-                let _ = write!(s, "elements = {{ {} }} ", elements.join(", "));
-            }
-            s.push_str("}\n");
-        }
+        let [admin, baseline] = tiers;
+        r.chains.insert(format!("admin_{}", dir(d)), chain(admin));
+        r.chains
+            .insert(format!("baseline_{}", dir(d)), chain(baseline));
+        let (_, subject_side) = sides(d);
+        r.chains.insert(
+            deny_chain(d),
+            chain(vec![
+                format!("ip {subject_side} @{}", drops_set(d, Fam::V4)),
+                format!("ip6 {subject_side} @{}", drops_set(d, Fam::V6)),
+                "counter drop".to_string(),
+            ]),
+        );
     }
     for (d, priority) in [(PolicyType::Egress, -20), (PolicyType::Ingress, -15)] {
         let (_, subject_side) = sides(d);
-        let _ = writeln!(
-            s,
-            "  chain policy_{0} {{\n    type filter hook forward priority {priority}; policy accept;\n    ct state established,related accept\n    jump admin_{0}\n    ip {subject_side} vmap @to_{0}4\n    ip6 {subject_side} vmap @to_{0}6\n    jump baseline_{0}\n  }}",
-            dir(d)
+        let name = dir(d);
+        r.chains.insert(
+            format!("policy_{name}"),
+            Chain {
+                hook: Some(format!(
+                    "type filter hook forward priority {priority}; policy accept;"
+                )),
+                rules: vec![
+                    "ct state established,related accept".into(),
+                    format!("jump admin_{name}"),
+                    format!("ip {subject_side} vmap @{}", dispatch_map(d, Fam::V4)),
+                    format!("ip6 {subject_side} vmap @{}", dispatch_map(d, Fam::V6)),
+                    format!("jump baseline_{name}"),
+                ],
+            },
         );
     }
-    s.push_str("}\n");
-    Some(s)
+    r
 }

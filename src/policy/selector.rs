@@ -4,7 +4,7 @@
 //! to — which namespaces, then which pods in them — so that evaluation has one matching rule
 //! and the nftables step one address set per distinct selector.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::inventory::{EndpointRecord, Inventory};
 use super::model::{
@@ -64,7 +64,7 @@ impl LabelSelectorRequirement {
 }
 
 /// Which namespaces a selector looks in.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum NamespaceScope {
     /// One namespace by name: a NetworkPolicy's own (its podSelector, and peers with a
@@ -75,7 +75,7 @@ pub enum NamespaceScope {
 }
 
 /// Pods by namespace and labels: a policy's subject or one of its peers.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointSelector {
     pub namespaces: NamespaceScope,
@@ -85,6 +85,14 @@ pub struct EndpointSelector {
 impl EndpointSelector {
     pub fn new(namespaces: NamespaceScope, pods: LabelSelector) -> EndpointSelector {
         EndpointSelector { namespaces, pods }
+    }
+
+    /// Every endpoint of every namespace.
+    pub fn everything() -> EndpointSelector {
+        EndpointSelector::new(
+            NamespaceScope::Selected(LabelSelector::default()),
+            LabelSelector::default(),
+        )
     }
 
     pub fn matches(&self, endpoint: &EndpointRecord, inventory: &Inventory) -> bool {
