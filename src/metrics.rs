@@ -23,6 +23,9 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     pub lease_renewals: AtomicU64,
     pub subnet: Mutex<String>,
+    /// The host's ferrynet state, when the agent enforces network policy: its counters
+    /// are exported too.
+    pub policy_state: Mutex<Option<crate::network::StateDir>>,
 }
 
 impl Metrics {
@@ -100,8 +103,27 @@ impl Metrics {
                 "ferrynet_lease_info{{family=\"{family}\",subnet=\"{subnet}\"}} 1\n"
             ));
         }
+        let state = self.policy_state.lock().ok().and_then(|s| s.clone());
+        if let Some(state) = state {
+            out.push_str(&crate::policy::counters::prometheus(&local_names(&state)));
+        }
         out
     }
+}
+
+/// This host's endpoints by address: `NS/POD`.
+pub fn local_names(
+    state: &crate::network::StateDir,
+) -> std::collections::BTreeMap<std::net::IpAddr, String> {
+    crate::bridge::Driver::new(state.clone())
+        .policy_records("")
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|r| {
+            let name = format!("{}/{}", r.namespace, r.display_name());
+            r.addresses.into_iter().map(move |a| (a, name.clone()))
+        })
+        .collect()
 }
 
 /// Serves `metrics` on `addr` from a background thread (one request per connection).

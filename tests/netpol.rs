@@ -240,7 +240,20 @@ fn a_policy_selects_pods_on_another_host() {
     let mut agents = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
         fabric.plug(h, &format!("10.200.0.{}", 11 + i), &format!("p{i}"));
-        agents.push(Agent::start(h, &store, "host-gw", &format!("node{i}"), &[]));
+        // Host 1's agent exports the policy counters and logs the drops of policies that
+        // ask for it.
+        let extra: &[&str] = if i == 1 {
+            &["--metrics", "127.0.0.1:9107", "--log-drops"]
+        } else {
+            &[]
+        };
+        agents.push(Agent::start(
+            h,
+            &store,
+            "host-gw",
+            &format!("node{i}"),
+            extra,
+        ));
     }
     let labelled = |h: &Host, role: &str| {
         let ns = Ns::new("c");
@@ -278,6 +291,22 @@ fn a_policy_selects_pods_on_another_host() {
         "the client on the other host is allowed once its agent published it"
     );
     assert!(!connects(&bad, &web_ip, 80), "the other pod is not");
+    let metrics = hosts[1].ns.run(|| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9107").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    });
+    assert!(
+        metrics.contains("ferrynet_policy_rule_packets_total{rule=\"NetworkPolicy default/clients-only ingress[0]\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("address=\"{web_ip}\",direction=\"ingress\"}}")),
+        "{metrics}"
+    );
     // A label change on host 0 reaches host 1's table.
     hosts[0].ferrynet(&[
         "endpoint",
@@ -365,4 +394,98 @@ fn pods_and_labels_change_elements_and_a_policy_change_only_its_chain() {
         .exec(&["nft", "list", "table", "inet", "ferrynet_policy"]);
     assert!(!listing.contains(&xc.ip), "{listing}");
     assert_eq!(rule_handles(&host), after);
+}
+
+#[test]
+fn denied_packets_show_in_the_counters_and_the_drop_log() {
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    let xa = pod(&host, &["--namespace", "x", "--label", "pod=a"]);
+    let ya = pod(&host, &["--namespace", "y", "--label", "pod=a"]);
+    host.ferrynet(&["namespace", "label", "y", "ns=y"]);
+    apply(
+        &host,
+        "policies",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny-ingress\n  namespace: x\n  annotations: {ferrynet.io/log-drops: \"true\"}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-y, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {ns: y}}}]\n    ports: [{port: 80}]\n",
+    );
+    // The log reader first (it must hold the group before the packets come).
+    let mut follow =
+        host.ferrynet_cmd(&["policy", "drops", "--follow", "--seconds", "4", "--json"]);
+    let reader = follow.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    struct Reap(Option<std::process::Child>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut reader = Reap(Some(reader));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(connects(&ya.ns, &xa.ip, 80), "allowed");
+    assert!(!connects(&ya.ns, &xa.ip, 81), "denied");
+    let out = reader.0.take().unwrap().wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let logged: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        logged
+            .iter()
+            .any(|d| d["by"] == "NetworkPolicy x/deny-ingress ingress"
+                && d["destination"] == xa.ip.as_str()
+                && d["port"] == 81),
+        "{text} {} {}",
+        String::from_utf8_lossy(&out.stderr),
+        host.ns
+            .exec(&["nft", "list", "table", "inet", "ferrynet_policy"])
+    );
+    assert!(
+        !logged.iter().any(|d| d["port"] == 80),
+        "an allowed packet is not logged: {text}"
+    );
+
+    // The counters: the allow rule counted the allowed SYN, the isolation the denied ones,
+    // and the drop counter of x/a's address.
+    let rows: serde_json::Value =
+        serde_json::from_str(&host.ferrynet(&["policy", "ls", "--json"])).unwrap();
+    let row = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        row("allow-y")["counters"]["allowed"]["packets"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{rows}"
+    );
+    assert!(
+        row("deny-ingress")["counters"]["denied"]["packets"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{rows}"
+    );
+    let drops: serde_json::Value =
+        serde_json::from_str(&host.ferrynet(&["policy", "drops", "--json"])).unwrap();
+    let mine = drops
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["address"] == xa.ip.as_str() && d["direction"] == "Ingress")
+        .unwrap_or_else(|| panic!("{drops}"));
+    assert!(mine["packets"].as_u64().unwrap() >= 1, "{drops}");
+    assert!(
+        mine["endpoint"].as_str().unwrap().starts_with("x/"),
+        "{drops}"
+    );
+    let table = host.ferrynet(&["policy", "ls"]);
+    assert!(table.contains("DROPPED"), "{table}");
 }

@@ -35,6 +35,13 @@ pub enum AgentError {
     Uplink(String),
     #[error("netlink: {0}")]
     Netlink(#[from] NetlinkError),
+    /// `--log-drops` cannot read the drop log.
+    #[error("--log-drops: NFLOG group {group}: {source}")]
+    DropLog {
+        group: u16,
+        #[source]
+        source: NetlinkError,
+    },
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),
     #[error(transparent)]
@@ -74,6 +81,9 @@ pub struct AgentConfig {
     /// The host's ferrynet state: its endpoints are published for network policy and its
     /// policy table is kept current (`None`: no policy, as in the bench's labs).
     pub state: Option<crate::network::StateDir>,
+    /// Log every packet denied by a policy that logs its drops (NFLOG group
+    /// [`crate::policy::droplog::LOG_GROUP`]).
+    pub log_drops: bool,
 }
 
 /// The agent; returns when `stop` is set (SIGTERM), or on an error at start.
@@ -86,6 +96,9 @@ pub fn run(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     let (attrs, lease) = acquire_lease(cfg, &mut h, &mut *store, &cluster, &uplink)?;
     let dataplane = set_up_dataplane(cfg, &mut h, &cluster, &uplink, &attrs, &lease)?;
     let metrics = serve_metrics(cfg, &lease)?;
+    if cfg.log_drops {
+        policy::log_drops()?;
+    }
     let mut agent = Reconciler::new(cfg, store, cluster, attrs, lease, dataplane, h, metrics);
     agent.run_until(stop)?;
     agent.leave();
@@ -218,6 +231,9 @@ fn serve_metrics(cfg: &AgentConfig, lease: &Lease) -> Result<Arc<Metrics>, Agent
     metrics.store_up.store(1, Ordering::Relaxed);
     if let Ok(mut s) = metrics.subnet.lock() {
         *s = leased(lease);
+    }
+    if let Ok(mut s) = metrics.policy_state.lock() {
+        s.clone_from(&cfg.state);
     }
     if let Some(addr) = cfg.metrics {
         let bound =

@@ -11,6 +11,7 @@ use tracing::warn;
 
 use crate::cluster::{objects, Store};
 use crate::network::StateDir;
+use crate::policy::droplog::DropLog;
 use crate::policy::enforce;
 
 pub(super) struct PolicySync {
@@ -94,4 +95,29 @@ impl PolicySync {
         }
         enforce::refresh(&self.state, store, &self.url).map_err(|e| e.to_string())
     }
+}
+
+/// Logs every denied packet of a policy that logs its drops, from a thread of its own (it
+/// ends with the process). The group is bound here, so that a reader already holding it is
+/// an error at start.
+pub(super) fn log_drops() -> Result<(), super::AgentError> {
+    let mut log = DropLog::open().map_err(|source| super::AgentError::DropLog {
+        group: crate::policy::droplog::LOG_GROUP,
+        source,
+    })?;
+    std::thread::spawn(move || loop {
+        let next = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        match log.until(next) {
+            Ok(drops) => {
+                for d in drops {
+                    tracing::info!(drop = %d, "network policy denied a packet");
+                }
+            }
+            Err(e) => {
+                warn!("--log-drops: {e}; no more drops are logged");
+                return;
+            }
+        }
+    });
+    Ok(())
 }

@@ -49,6 +49,10 @@ pub struct AgentArgs {
     /// Give the subnet back on SIGTERM (otherwise it is kept for a restart).
     #[arg(long)]
     release_on_exit: bool,
+    /// Log every packet denied by a network policy annotated ferrynet.io/log-drops: "true"
+    /// (read from NFLOG; `ferrynet policy drops --follow` cannot read them meanwhile).
+    #[arg(long)]
+    log_drops: bool,
     /// VXLAN network identifier (the device is ferry.VNI).
     #[arg(long, default_value_t = 1)]
     vni: u32,
@@ -201,6 +205,7 @@ pub fn run(a: AgentArgs, state: &crate::network::StateDir) -> Result<()> {
         resync: Duration::from_secs(30),
         metrics: a.metrics,
         state: Some(state.clone()),
+        log_drops: a.log_drops,
     };
     agent::run(&cfg, &STOP)?;
     Ok(())

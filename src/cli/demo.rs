@@ -309,6 +309,7 @@ fn cross_host(host_a: &Netns, state: &std::path::Path) -> Result<()> {
             port: 8472,
             resync: Duration::from_secs(30),
             state: None,
+            log_drops: false,
             metrics: None,
             bgp: None,
         };

@@ -46,6 +46,17 @@ pub enum PolicyCmd {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// What policy dropped on this host: packets per endpoint, or with --follow every
+    /// denied packet of a policy annotated ferrynet.io/log-drops: "true", as it happens.
+    Drops {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: stop after this many seconds (default: run until interrupted).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Whether a flow is allowed under the stored policies, and which rule decides.
     Eval {
         /// NS/POD (an endpoint's pod name or container id) or an IP address.
@@ -148,6 +159,11 @@ pub fn run(state: &StateDir, cmd: PolicyCmd) -> Result<()> {
     match cmd {
         PolicyCmd::Apply { file, store } => apply(state, &file, &store),
         PolicyCmd::Ls { json, store } => list(state, json, &store),
+        PolicyCmd::Drops {
+            json,
+            follow,
+            seconds,
+        } => drops(state, json, follow, seconds),
         PolicyCmd::Show { name, store } => {
             let policy = find(store.open(state)?.as_mut(), &name)?;
             println!("{}", serde_json::to_string_pretty(&policy.to_json())?);
@@ -227,9 +243,12 @@ struct PolicyRow {
     directions: Vec<policy::Direction>,
     ingress_rules: usize,
     egress_rules: usize,
+    /// On this host, while it enforces policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counters: Option<policy::counters::PolicyCounters>,
 }
 
-fn row(p: &Policy) -> PolicyRow {
+fn row(p: &Policy, counters: Option<&policy::counters::Counters>) -> PolicyRow {
     use policy::model::PolicyType::{Egress, Ingress};
     let (priority, ingress, egress) = match p {
         Policy::Network(np) => (None, np.spec.ingress.len(), np.spec.egress.len()),
@@ -254,6 +273,85 @@ fn row(p: &Policy) -> PolicyRow {
         directions,
         ingress_rules: ingress,
         egress_rules: egress,
+        counters: counters.map(|c| c.of(p)),
+    }
+}
+
+/// One of this host's endpoints' drops, for `policy ls`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DropRow {
+    endpoint: String,
+    address: IpAddr,
+    direction: policy::Direction,
+    #[serde(flatten)]
+    count: policy::counters::Count,
+}
+
+fn drop_rows(state: &StateDir, counters: Option<&policy::counters::Counters>) -> Vec<DropRow> {
+    let names = crate::metrics::local_names(state);
+    counters
+        .iter()
+        .flat_map(|c| c.drops.iter())
+        .map(|((address, direction), count)| DropRow {
+            endpoint: names.get(address).cloned().unwrap_or_else(|| "-".into()),
+            address: *address,
+            direction: *direction,
+            count: *count,
+        })
+        .collect()
+}
+
+fn drops(state: &StateDir, json: bool, follow: bool, seconds: Option<u64>) -> Result<()> {
+    if !follow {
+        let counters = policy::counters::Counters::read().context("reading policy counters")?;
+        let rows = drop_rows(state, counters.as_ref());
+        if json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            print_drops(&rows);
+        }
+        return Ok(());
+    }
+    let mut log = policy::droplog::DropLog::open().with_context(|| {
+        format!(
+            "reading NFLOG group {} (is an agent with --log-drops reading it?)",
+            policy::droplog::LOG_GROUP
+        )
+    })?;
+    let end = seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    use std::io::Write;
+    loop {
+        let now = std::time::Instant::now();
+        let step = (now + std::time::Duration::from_millis(200))
+            .min(end.unwrap_or(now + std::time::Duration::from_secs(3600)));
+        for d in log.until(step)? {
+            if json {
+                println!("{}", serde_json::to_string(&d)?);
+            } else {
+                println!("{d}");
+            }
+            std::io::stdout().flush()?;
+        }
+        if end.is_some_and(|e| std::time::Instant::now() >= e) {
+            return Ok(());
+        }
+    }
+}
+
+fn print_drops(drops: &[DropRow]) {
+    println!(
+        "{:<40} {:<39} {:<9} {:>9}",
+        "ENDPOINT", "ADDRESS", "DIRECTION", "DROPPED"
+    );
+    for d in drops {
+        println!(
+            "{:<40} {:<39} {:<9} {:>9}",
+            d.endpoint,
+            d.address.to_string(),
+            d.direction.to_string(),
+            d.count.packets
+        );
     }
 }
 
@@ -265,19 +363,25 @@ fn list(state: &StateDir, json: bool, store: &StoreArgs) -> Result<()> {
         Policy::Network(_) => (1, 0, p.key()),
         Policy::Baseline(_) => (2, 0, p.key()),
     });
-    let rows: Vec<PolicyRow> = policies.iter().map(row).collect();
+    let counters = policy::counters::Counters::read().context("reading policy counters")?;
+    let rows: Vec<PolicyRow> = policies.iter().map(|p| row(p, counters.as_ref())).collect();
+    let drops = drop_rows(state, counters.as_ref());
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!(
-        "{:<27} {:<32} {:>8} {:<15} {:>7} {:>6}",
-        "KIND", "NAME", "PRIORITY", "DIRECTIONS", "INGRESS", "EGRESS"
+        "{:<27} {:<32} {:>8} {:<15} {:>7} {:>6} {:>9} {:>9}",
+        "KIND", "NAME", "PRIORITY", "DIRECTIONS", "INGRESS", "EGRESS", "ALLOWED", "DENIED"
     );
-    for r in rows {
+    let packets = |c: Option<policy::counters::Count>| {
+        c.map(|c| c.packets.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    for r in &rows {
         let directions: Vec<String> = r.directions.iter().map(|d| d.to_string()).collect();
         println!(
-            "{:<27} {:<32} {:>8} {:<15} {:>7} {:>6}",
+            "{:<27} {:<32} {:>8} {:<15} {:>7} {:>6} {:>9} {:>9}",
             r.key.kind(),
             r.key.short_name(),
             r.priority
@@ -289,8 +393,14 @@ fn list(state: &StateDir, json: bool, store: &StoreArgs) -> Result<()> {
                 directions.join(",")
             },
             r.ingress_rules,
-            r.egress_rules
+            r.egress_rules,
+            packets(r.counters.as_ref().map(|c| c.allowed)),
+            packets(r.counters.as_ref().map(|c| c.denied)),
         );
+    }
+    if drops.iter().any(|d| d.count.packets > 0) {
+        println!();
+        print_drops(&drops);
     }
     Ok(())
 }

@@ -105,6 +105,12 @@ impl Message {
         self
     }
 
+    /// The message as sent (sequence 0), for tests that parse what they build.
+    #[cfg(test)]
+    pub fn finish_for_test(self) -> Vec<u8> {
+        self.finish(0)
+    }
+
     fn finish(mut self, seq: u32) -> Vec<u8> {
         assert!(self.nests.is_empty(), "unclosed nested attribute");
         let len = self.buf.len() as u32;

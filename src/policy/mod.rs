@@ -18,10 +18,14 @@
 //! | `flow` | a flow and its verdict: the rule that decided each side |
 //! | `eval` | the policy set in evaluation order, and the evaluation of one flow |
 //! | `ruleset` | the policy table as data, and the `nft` script of its difference from the kernel's |
+//! | `counters` | what policy did on this host: per-rule and per-endpoint drop counters |
+//! | `droplog` | the NFLOG stream of packets denied by policies that log their drops |
 //! | `compiled` | the distinct selectors with their members and users (for address sets), and the policies applying to each endpoint (for verdict maps) |
 
 pub mod admin;
 pub mod compiled;
+pub mod counters;
+pub mod droplog;
 pub mod enforce;
 pub mod eval;
 pub mod flow;

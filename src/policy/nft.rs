@@ -87,6 +87,12 @@ pub fn rule_comment(key: &PolicyKey, d: Direction, index: usize) -> String {
     format!("{key} {d}[{index}]")
 }
 
+/// The comment of a NetworkPolicy's isolation rule in its namespace's chain (what no rule
+/// allowed), for its counter.
+pub fn isolation_comment(key: &PolicyKey, d: Direction) -> String {
+    format!("{key} {d} isolation")
+}
+
 fn logs(meta: &ObjectMeta) -> bool {
     meta.annotations.get(LOG_ANNOTATION).map(String::as_str) == Some("true")
 }
@@ -483,16 +489,20 @@ pub fn build(
             .iter()
             .map(|p| format!("jump {}", p.chain))
             .collect();
-        // Isolated and not allowed: the union of the subjects of the namespace's policies
-        // (the first that selects the endpoint names the denial in the log).
+        // Isolated and not allowed: the union of the subjects of the namespace's policies.
+        // The first that selects the endpoint counts the denial; those that log come
+        // first, so that a logging policy isolating the endpoint is the one named.
         let (_, subject_side) = sides(*d);
-        for p in policies {
+        let (logging, quiet): (Vec<&Isolating>, Vec<&Isolating>) =
+            policies.iter().partition(|p| p.log);
+        for p in logging.into_iter().chain(quiet) {
             for f in FAMILIES {
                 rules.push(format!(
-                    "{} {subject_side} {} {}",
+                    "{} {subject_side} {} counter {} comment \"{}\"",
                     f.ip(),
                     selector_set(&p.subject, f),
-                    deny(*d, p.log.then(|| format!("{} {d}", p.key)))
+                    deny(*d, p.log.then(|| format!("{} {d}", p.key))),
+                    isolation_comment(&p.key, *d)
                 ));
             }
         }

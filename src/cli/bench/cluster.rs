@@ -173,6 +173,7 @@ impl Lab {
             port: 8472,
             resync: Duration::from_secs(30),
             state: None,
+            log_drops: false,
             metrics: None,
             bgp,
         };
