@@ -8,6 +8,7 @@
 mod chart;
 mod cluster;
 mod cni;
+mod policy;
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -53,6 +54,10 @@ pub struct BenchArgs {
     /// Only the cross-host part: throughput, convergence, agent memory.
     #[arg(long)]
     cluster_only: bool,
+    /// Only the network policy rows (attach with and without 200 policies, policy and
+    /// label changes).
+    #[arg(long)]
+    policy_only: bool,
 }
 
 const BATCH: usize = 50;
@@ -172,6 +177,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if n > MAX_CONTAINERS {
         bail!("--containers {n}: at most {MAX_CONTAINERS} (one /16 per bench network, a published port each from 10000)");
     }
+    if a.policy_only {
+        let rows = policy::rows(n)?;
+        print_table(&rows, n, Duration::ZERO);
+        return Ok(());
+    }
     let mut rows = Vec::new();
 
     let exe = std::env::current_exe()?;
@@ -233,6 +243,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     rows.extend(firewall_rows(if a.quick { 50 } else { 200 })?);
+    rows.extend(policy::rows(if a.quick { BATCH } else { n })?);
     // --quick checks the harness: one batch per CNI scenario is enough for that.
     let cni_n = if a.quick { BATCH } else { n };
     for ports in [false, true] {

@@ -1,0 +1,167 @@
+//! Network policy's cost: `ferrynet attach` on a host enforcing 200 NetworkPolicies against
+//! one without any (containers interleaved, same run), then, with every container attached,
+//! `policy apply` of one changed policy and `endpoint label` of one container, each timed
+//! until the command returns — which is when the change is in the kernel (the command
+//! applies it before it exits).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{in_netns, progress, stats, time_output, Row, Scenario, BATCH};
+use crate::bridge::Driver;
+use crate::netlink::Handle;
+use crate::network::{NetworkConfig, StateDir};
+
+/// Policies on the enforcing host: `POLICIES` NetworkPolicies over `NAMESPACES`
+/// namespaces, each selecting one of `APPS` apps and allowing one client role on a port.
+const POLICIES: usize = 200;
+const NAMESPACES: usize = 10;
+const APPS: usize = 50;
+/// Policy and label changes timed once every container is attached.
+const CHANGES: usize = 20;
+
+fn policies() -> String {
+    let mut s = String::new();
+    for i in 0..POLICIES {
+        let _ = write!(
+            s,
+            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p{i}, namespace: ns{}}}\nspec:\n  podSelector: {{matchLabels: {{app: app{}}}}}\n  ingress:\n  - from: [{{podSelector: {{matchLabels: {{role: client{}}}}}}}]\n    ports: [{{port: {}}}]\n",
+            i % NAMESPACES,
+            i % APPS,
+            (i + 1) % APPS,
+            8000 + i
+        );
+    }
+    s
+}
+
+/// One policy of the set, changed (another port) or back.
+fn changed_policy(round: usize) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p0, namespace: ns0}}\nspec:\n  podSelector: {{matchLabels: {{app: app0}}}}\n  ingress:\n  - from: [{{podSelector: {{matchLabels: {{role: client1}}}}}}]\n    ports: [{{port: {}}}]\n",
+        9000 + round % 2
+    )
+}
+
+pub(super) fn rows(n: usize) -> Result<Vec<Row>> {
+    let base = std::env::temp_dir().join(format!("ferrynet-bench-policy-{}", std::process::id()));
+    let mut sc = Scenario {
+        names: Vec::new(),
+        state: base.clone(),
+        run_dir: None,
+    };
+    progress(&format!(
+        "policy: 2 hosts, {POLICIES} policies on one, {} containers",
+        2 * n
+    ));
+    let with = sc.netns("pol-p")?;
+    let without = sc.netns("pol-n")?;
+    let containers = (0..2 * n)
+        .map(|i| sc.netns(&format!("pol{i}")))
+        .collect::<Result<Vec<_>>>()?;
+    let states = [
+        StateDir::new(base.join("with")),
+        StateDir::new(base.join("without")),
+    ];
+    let net = NetworkConfig::new("bench", &["10.91.0.0/16".parse()?], None, &[], 1500)?;
+    for (host, st) in [(&with, &states[0]), (&without, &states[1])] {
+        host.run(|| -> Result<()> {
+            st.insert(&net)?;
+            Driver::new(st.clone()).ensure_network(&mut Handle::new()?, &net)?;
+            Ok(())
+        })??;
+    }
+    let exe = std::env::current_exe()?;
+    let ferrynet = |policy: bool, args: &[&str]| -> Result<(Duration, Vec<u8>)> {
+        let (host, st) = if policy {
+            (&with, &states[0])
+        } else {
+            (&without, &states[1])
+        };
+        let mut cmd = Command::new(&exe);
+        cmd.args(args)
+            .env("FERRYNET_STATE_DIR", st.root())
+            .env("FERRYNET_RUN_DIR", st.run_dir());
+        time_output(in_netns(&mut cmd, host))
+    };
+    let file = |name: &str, text: &str| -> Result<PathBuf> {
+        let p = base.join(name);
+        std::fs::write(&p, text)?;
+        Ok(p)
+    };
+    let all = file("policies.yaml", &policies())?;
+    ferrynet(true, &["policy", "apply", "-f", &all.to_string_lossy()])?;
+
+    let mut attach = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    for i in 0..n {
+        // Who goes first alternates, so that drift hits both alike.
+        for policy in [i % 2 == 0, i % 2 == 1] {
+            let c = &containers[2 * i + usize::from(policy)];
+            let path = c.path().to_string_lossy().into_owned();
+            let (ns, app, role) = (
+                format!("ns{}", i % NAMESPACES),
+                format!("app=app{}", i % APPS),
+                format!("role=client{}", i % APPS),
+            );
+            let args = [
+                "attach",
+                &path,
+                "--network",
+                "bench",
+                "--namespace",
+                &ns,
+                "--label",
+                &app,
+                "--label",
+                &role,
+            ];
+            let (d, _) = ferrynet(policy, &args)?;
+            attach[usize::from(!policy)].push(d);
+        }
+        if (i + 1) % BATCH == 0 {
+            progress(&format!("policy: attached {}/{n} on each host", i + 1));
+        }
+    }
+    let mut apply = Vec::with_capacity(CHANGES);
+    let mut label = Vec::with_capacity(CHANGES);
+    // The first container on the enforcing host.
+    let one = containers[1]
+        .path()
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for round in 0..CHANGES {
+        let p = file("changed.yaml", &changed_policy(round))?;
+        apply.push(ferrynet(true, &["policy", "apply", "-f", &p.to_string_lossy()])?.0);
+        let app = format!("app=app{}", (round + 1) % APPS);
+        label.push(ferrynet(true, &["endpoint", "label", &one, &app])?.0);
+    }
+    for (i, c) in containers.iter().enumerate() {
+        let path = c.path().to_string_lossy().into_owned();
+        ferrynet(i % 2 == 1, &["detach", &path, "--network", "bench"])?;
+    }
+    drop(sc);
+    let [with_policy, without_policy] = attach;
+    Ok(vec![
+        Row {
+            name: format!("ferrynet attach, {POLICIES} policies in force"),
+            stats: stats(&with_policy),
+        },
+        Row {
+            name: "ferrynet attach, no policy (same run)".into(),
+            stats: stats(&without_policy),
+        },
+        Row {
+            name: format!("policy apply (1 changed of {POLICIES}, {n} endpoints)"),
+            stats: stats(&apply),
+        },
+        Row {
+            name: format!("endpoint label (1 endpoint of {n}, {POLICIES} policies)"),
+            stats: stats(&label),
+        },
+    ])
+}
