@@ -287,7 +287,9 @@ impl Store for EtcdStore {
             return self.list_at();
         }
         if self.watch.is_none() {
-            let prefix = self.subnets_prefix();
+            // Everything under the prefix: leases, and the policies, namespaces and endpoints
+            // network policy follows (a change to any wakes the agent at once).
+            let prefix = format!("{}/", self.prefix);
             let mut client = self.client.clone();
             let opts = WatchOptions::new()
                 .with_prefix()
