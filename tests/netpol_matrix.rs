@@ -1532,6 +1532,64 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Traffic between hosts and pods, probed over TCP (hosts: a server on their uplink
+    /// address, port 8080; pods: port 80) against `want(pod, host, pod_to_host)`.
+    fn expect_host_traffic(&mut self, want: impl Fn(usize, usize, bool) -> bool) {
+        let uplinks: Vec<Ipv4Addr> = (0..self.hosts.len())
+            .map(|i| Ipv4Addr::new(10, 200, 0, 11 + i as u8))
+            .collect();
+        let _servers: Vec<Server> = self
+            .hosts
+            .iter()
+            .map(|h| server(&h.ns, Ipv4Addr::UNSPECIFIED, 8080, "host"))
+            .collect();
+        let connects = |from: &Netns, ip: Ipv4Addr, port: u16| {
+            from.run_here(|| {
+                let addr = std::net::SocketAddr::from((ip, port));
+                std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok()
+            })
+            .unwrap()
+        };
+        let host_ns: Vec<Netns> = self.hosts.iter().map(|h| h.ns.open()).collect();
+        let mut wrong = Vec::new();
+        std::thread::scope(|scope| {
+            let mut probes = Vec::new();
+            for (p, pod) in self.pods.iter().enumerate() {
+                for (h, ns) in host_ns.iter().enumerate() {
+                    let ip = self.model.pods[p].ip;
+                    let uplink = uplinks[h];
+                    let to_host = scope.spawn(move || connects(&pod.netns, uplink, 8080));
+                    let from_host = scope.spawn(move || connects(ns, ip, 80));
+                    probes.push((p, h, true, to_host));
+                    probes.push((p, h, false, from_host));
+                }
+            }
+            for (p, h, to_host, probe) in probes {
+                let got = probe.join().unwrap();
+                let expected = want(p, h, to_host);
+                if got != expected {
+                    let flow = match to_host {
+                        true => format!("{} -> host{h} {}:8080/TCP", self.names[p], uplinks[h]),
+                        false => format!("host{h} -> {} 80/TCP", self.names[p]),
+                    };
+                    wrong.push(format!("{flow}: expected {expected}, observed {got}"));
+                }
+            }
+        });
+        if !wrong.is_empty() {
+            let report = format!(
+                "[{}] case {:?}: host traffic\n  {}\n",
+                self.label,
+                self.case,
+                wrong.join("\n  ")
+            );
+            eprintln!("{report}");
+            self.failures.push(report);
+        }
+    }
+}
+
 /// `k=v` sets, `k-` removes (kubectl's syntax).
 fn edit_labels(l: &mut Labels, change: &str) {
     match change.strip_suffix('-') {
@@ -1749,6 +1807,21 @@ fn conformance_matrix_selectors() {
             })
             .collect(),
     );
+
+    // A pod's own host is always allowed, both ways; another host is a peer like any other
+    // address (here: denied by the default denies).
+    c.begin("traffic to and from the hosts under default deny");
+    c.expect_host_traffic(|_, _, _| true);
+    c.apply(
+        &NAMESPACES
+            .iter()
+            .map(|ns| np(ns, "deny").types(&[Ingress, Egress]).into())
+            .collect::<Vec<_>>(),
+    );
+    c.expect();
+    let on: Vec<usize> = c.pods.iter().map(|p| p.host).collect();
+    c.expect_host_traffic(|p, h, _| on[p] == h);
+    c.reset();
     c.finish();
 }
 
