@@ -12,15 +12,24 @@
 //! pod to itself are always allowed"; the kernel delivers it on the pod's loopback): the
 //! model says so, and the self pairs are probed like the others.
 //!
-//! Convergence: the host a change is made on enforces it at once, the other host's agent
-//! within a pass (every half second). A case passes when a probe round that started at
-//! least [`SETTLE`] after the last change matches; it fails when none has matched by
-//! [`DEADLINE`], and then prints the last mismatch as tables (rows: from, columns: to).
-//! Failures are collected, so that one broken case does not hide the others.
+//! Convergence: the host a change is made on (they take turns) enforces it at once, the
+//! other host's agent within a pass (every half second). A case passes when a probe round
+//! that started at least [`SETTLE`] after the last change matches — an earlier match could
+//! still be the other host's old table; it fails when none has matched by [`DEADLINE`],
+//! and then prints the last mismatch as upstream's tables (rows: from, columns: to; `.`
+//! reachable, `X` not) with the flows, labels and policies. Failures are collected, so
+//! that one broken case does not hide the others. Each `#[test]` builds one fixture and
+//! resets it between cases (`policy rm`, labels restored); the fixtures run in parallel.
 //!
 //! A policy in a namespace without pods (`sentinel`) stays in force for the whole fixture:
 //! the agents keep their endpoints published, and a case never waits for the first
-//! publication (the model has that policy too; it selects nobody).
+//! publication (the model has that policy too; it selects nobody). Every UDP probe uses a
+//! fresh source port, so that none rides a conntrack entry an earlier allowed probe left.
+//!
+//! Also checked: traffic between the hosts and the pods (a pod's own host always allowed),
+//! an agent restart (the matrix unchanged throughout), a change made while an agent is
+//! down. `baseline_deny_yields_to_a_network_policy_allow_across_hosts` (ignored) keeps a
+//! bug this matrix found.
 
 mod common;
 
