@@ -28,8 +28,8 @@
 //!
 //! Also checked: traffic between the hosts and the pods (a pod's own host always allowed),
 //! an agent restart (the matrix unchanged throughout), a change made while an agent is
-//! down. `baseline_deny_yields_to_a_network_policy_allow_across_hosts` (ignored) keeps a
-//! bug this matrix found.
+//! down. `baseline_deny_yields_to_a_network_policy_allow_across_hosts` keeps the bug this
+//! matrix found (fixed: the baseline tier decides only for a host's own endpoints).
 
 mod common;
 
@@ -1561,31 +1561,41 @@ impl Cluster {
             .unwrap()
         };
         let host_ns: Vec<Netns> = self.hosts.iter().map(|h| h.ns.open()).collect();
-        let mut wrong = Vec::new();
-        std::thread::scope(|scope| {
-            let mut probes = Vec::new();
-            for (p, pod) in self.pods.iter().enumerate() {
-                for (h, ns) in host_ns.iter().enumerate() {
-                    let ip = self.model.pods[p].ip;
-                    let uplink = uplinks[h];
-                    let to_host = scope.spawn(move || connects(&pod.netns, uplink, 8080));
-                    let from_host = scope.spawn(move || connects(ns, ip, 80));
-                    probes.push((p, h, true, to_host));
-                    probes.push((p, h, false, from_host));
+        // The other host's agent applies the last change a little later: probe until the
+        // answer holds, as the matrices do, or the deadline passes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut wrong;
+        loop {
+            wrong = Vec::new();
+            std::thread::scope(|scope| {
+                let mut probes = Vec::new();
+                for (p, pod) in self.pods.iter().enumerate() {
+                    for (h, ns) in host_ns.iter().enumerate() {
+                        let ip = self.model.pods[p].ip;
+                        let uplink = uplinks[h];
+                        let to_host = scope.spawn(move || connects(&pod.netns, uplink, 8080));
+                        let from_host = scope.spawn(move || connects(ns, ip, 80));
+                        probes.push((p, h, true, to_host));
+                        probes.push((p, h, false, from_host));
+                    }
                 }
-            }
-            for (p, h, to_host, probe) in probes {
-                let got = probe.join().unwrap();
-                let expected = want(p, h, to_host);
-                if got != expected {
-                    let flow = match to_host {
-                        true => format!("{} -> host{h} {}:8080/TCP", self.names[p], uplinks[h]),
-                        false => format!("host{h} -> {} 80/TCP", self.names[p]),
-                    };
-                    wrong.push(format!("{flow}: expected {expected}, observed {got}"));
+                for (p, h, to_host, probe) in probes {
+                    let got = probe.join().unwrap();
+                    let expected = want(p, h, to_host);
+                    if got != expected {
+                        let flow = match to_host {
+                            true => format!("{} -> host{h} {}:8080/TCP", self.names[p], uplinks[h]),
+                            false => format!("host{h} -> {} 80/TCP", self.names[p]),
+                        };
+                        wrong.push(format!("{flow}: expected {expected}, observed {got}"));
+                    }
                 }
+            });
+            if wrong.is_empty() || std::time::Instant::now() >= deadline {
+                break;
             }
-        });
+            std::thread::sleep(Duration::from_millis(300));
+        }
         if !wrong.is_empty() {
             let report = format!(
                 "[{}] case {:?}: host traffic\n  {}\n",
@@ -2140,7 +2150,7 @@ fn conformance_matrix_changes_and_admin_tiers() {
         ],
     );
     // The NetworkPolicy allows y, not z (the baseline denies): a NetworkPolicy allow of
-    // flows the baseline denies is the ignored test at the end (a bug across hosts).
+    // flows the baseline denies is the regression test at the end (a bug across hosts).
     c.case(
         "BaselineAdminNetworkPolicy deny when nothing else decides",
         vec![
@@ -2222,13 +2232,14 @@ fn conformance_matrix_changes_and_admin_tiers() {
     c.finish();
 }
 
-/// Known bug (found by this matrix): a BaselineAdminNetworkPolicy Deny wins over a
-/// NetworkPolicy allow when the two pods are on different hosts. Each host's
+/// A bug this matrix found, fixed: a BaselineAdminNetworkPolicy Deny won over a
+/// NetworkPolicy allow when the two pods were on different hosts. Each host's
 /// `policy_ingress` chain (forward hook) also sees the packets its own pods send to other
 /// hosts; for such a remote destination its verdict map (`to_ingress4`) has no entry, so
 /// the packet skips the NetworkPolicy tier and meets `baseline_ingress` on the *source's*
 /// host, whose sets hold the remote pods too: drop. Egress likewise, on the destination's
-/// host (`to_egress4` holds local sources only; `baseline_egress` drops). Minimal cases:
+/// host (`to_egress4` holds local sources only; `baseline_egress` drops). The baseline tier
+/// now applies to the host's own endpoints only (set `local4`/`local6`). Minimal cases:
 ///   - ingress: BANP `subject: {namespaces: {}}`, `ingress: [{action: Deny, from:
 ///     [{namespaces: {matchLabels: {ns: z}}}]}]` + NetworkPolicy x/a-from-z
 ///     (`podSelector: {matchLabels: {pod: a}}`, `ingress: [{from: [{namespaceSelector:
@@ -2243,7 +2254,6 @@ fn conformance_matrix_changes_and_admin_tiers() {
 ///   - the same through an AdminNetworkPolicy Pass (Pass returns to the NetworkPolicy
 ///     tier, which the source's host does not have for a remote destination).
 #[test]
-#[ignore = "bug: a BaselineAdminNetworkPolicy Deny overrides a NetworkPolicy allow across hosts (the source's host applies baseline_ingress to remote destinations, the destination's host baseline_egress to remote sources)"]
 fn baseline_deny_yields_to_a_network_policy_allow_across_hosts() {
     let mut c = Cluster::new("baseline-bug");
     c.case(

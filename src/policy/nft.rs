@@ -15,7 +15,9 @@
 //!    the chain of its namespace, which jumps to each NetworkPolicy of the namespace isolating
 //!    that direction (one chain per policy and direction: each returns unless the endpoint is
 //!    its subject; an allow rule accepts), then denies what is isolated and was not allowed;
-//! 4. the baseline tier (BaselineAdminNetworkPolicy: accept or deny), then the chain's accept.
+//! 4. the baseline tier (BaselineAdminNetworkPolicy: accept or deny), for this host's own
+//!    endpoints only (a packet on its way to, or from, an endpoint of another host has not
+//!    met that endpoint's NetworkPolicy tier here: its host decides), then the chain's accept.
 //!
 //! Every deny goes to `deny_<direction>`, which counts the drop per endpoint (a set of this
 //! host's endpoints with a counter per element) and drops; a policy annotated
@@ -76,6 +78,12 @@ fn dispatch_map(d: Direction, f: Fam) -> String {
 
 fn drops_set(d: Direction, f: Fam) -> String {
     format!("drops_{}{}", dir(d), f.suffix())
+}
+
+/// This host's endpoints' addresses: the baseline tier decides only for them (on the other
+/// side's host a packet has not met the NetworkPolicy tier of its endpoint).
+fn local_set(f: Fam) -> String {
+    format!("local{}", f.suffix())
 }
 
 fn deny_chain(d: Direction) -> String {
@@ -196,6 +204,14 @@ impl Plan {
             if !local {
                 continue;
             }
+            out.push((
+                local_set(fam),
+                SetKind::Addresses {
+                    fam,
+                    counter: false,
+                },
+                Elem::Addr(a),
+            ));
             for d in DIRECTIONS {
                 if self.dispatch.contains(&(endpoint.namespace.clone(), d)) {
                     out.push((
@@ -410,6 +426,13 @@ pub fn build(
         for name in &plan.named_ports {
             r.set(named_set(name, f), SetKind::NamedPorts { fam: f });
         }
+        r.set(
+            local_set(f),
+            SetKind::Addresses {
+                fam: f,
+                counter: false,
+            },
+        );
         for d in DIRECTIONS {
             r.set(dispatch_map(d, f), SetKind::Dispatch { fam: f });
             r.set(
@@ -563,7 +586,14 @@ pub fn build(
                     format!("jump admin_{name}"),
                     format!("ip {subject_side} vmap @{}", dispatch_map(d, Fam::V4)),
                     format!("ip6 {subject_side} vmap @{}", dispatch_map(d, Fam::V6)),
-                    format!("jump baseline_{name}"),
+                    format!(
+                        "ip {subject_side} @{} jump baseline_{name}",
+                        local_set(Fam::V4)
+                    ),
+                    format!(
+                        "ip6 {subject_side} @{} jump baseline_{name}",
+                        local_set(Fam::V6)
+                    ),
                 ],
             },
         );
