@@ -617,6 +617,27 @@ fn docker_containers_talk_reach_out_and_publish_ports() {
         "two addresses, by ip and by key"
     );
 
+    // Network policy covers Docker's endpoints (namespace `default`, no labels): a default
+    // deny of ingress stops cb's pings to ca; once it is gone they pass again.
+    let deny = host.state.join("deny.yaml");
+    std::fs::write(
+        &deny,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: default}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n",
+    )
+    .unwrap();
+    host.ferrynet(&["policy", "apply", "-f", deny.to_str().unwrap()]);
+    assert!(
+        !docker.try_docker(&["exec", &cb, "ping", "-c1", "-W1", &ip_a]),
+        "default deny: {cb} still pings {ip_a}"
+    );
+    host.ferrynet(&["policy", "rm", "default/deny"]);
+    assert!(docker.pings(&cb, &ip_a, 5), "the policy is gone");
+    // The policy store (the embedded one, under the state directory) is the test's, not
+    // the network's: the end of the test checks that nothing of the network is left.
+    for f in [deny, host.state.join("cluster.json")] {
+        std::fs::remove_file(f).unwrap();
+    }
+
     // Out to the world, masqueraded to the host's uplink address.
     let ns_a = docker.netns(&ca);
     let srv = server(&world.ns, world.ip, 7000, "world");

@@ -196,7 +196,15 @@ impl Driver {
             ep.host_ifindex = Some(host.index);
             ep.netns = sandbox.to_path_buf();
             ep.bridge_mac = bridge.mac;
-            self.rewrite_record(&ep)
+            self.rewrite_record(&ep)?;
+            // Network policy, when this host enforces any: in its sets before Join returns
+            // (namespace `default`, no labels: `ferrynet endpoint label` gives it some).
+            crate::policy::enforce::endpoint_changed(
+                &self.state,
+                &ep.policy_record(&crate::policy::enforce::node_name()),
+                true,
+            )?;
+            Ok(())
         })();
         if let Err(e) = plugged {
             let _ = fw.remove_endpoint(guard.as_ref(), ep.addrs(), &[]);

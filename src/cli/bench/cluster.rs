@@ -253,6 +253,20 @@ impl Drop for Lab {
 
 /// iperf3 for 2 s from `client` to `server_ip` (a server in `server`); Gbit/s received.
 fn iperf(server: &Netns, client: &Netns, server_ip: IpAddr, streams: u32) -> Result<f64> {
+    iperf_on(server, client, server_ip, streams, IPERF_PORT)
+}
+
+/// iperf3's own port.
+pub(super) const IPERF_PORT: u16 = 5201;
+
+/// [`iperf`] with the server on `port`.
+pub(super) fn iperf_on(
+    server: &Netns,
+    client: &Netns,
+    server_ip: IpAddr,
+    streams: u32,
+    port: u16,
+) -> Result<f64> {
     let spawn_in = |ns: &Netns, args: &[String]| -> Result<Child> {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", ns.path().display()))
@@ -264,7 +278,14 @@ fn iperf(server: &Netns, client: &Netns, server_ip: IpAddr, streams: u32) -> Res
     };
     let mut srv = spawn_in(
         server,
-        &["-s".into(), "-1".into(), "-B".into(), server_ip.to_string()],
+        &[
+            "-s".into(),
+            "-1".into(),
+            "-B".into(),
+            server_ip.to_string(),
+            "-p".into(),
+            port.to_string(),
+        ],
     )?;
     std::thread::sleep(Duration::from_millis(300));
     let args: Vec<String> = [
@@ -275,6 +296,8 @@ fn iperf(server: &Netns, client: &Netns, server_ip: IpAddr, streams: u32) -> Res
         "-J",
         "-P",
         &streams.to_string(),
+        "-p",
+        &port.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())

@@ -1,8 +1,9 @@
 //! Network policy's cost: `ferrynet attach` on a host enforcing 200 NetworkPolicies against
-//! one without any (containers interleaved, same run), then, with every container attached,
-//! `policy apply` of one changed policy and `endpoint label` of one container, each timed
-//! until the command returns — which is when the change is in the kernel (the command
-//! applies it before it exits).
+//! one without any (containers interleaved, same run); with every container attached,
+//! single-stream throughput between two pods a policy allows, against the same pair on the
+//! host without policy (alternating runs); then `policy apply` of one changed policy and
+//! `endpoint label` of one container, each timed until the command returns — which is when
+//! the change is in the kernel (the command applies it before it exits).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::cluster::{iperf_on, IPERF_PORT};
 use super::{in_netns, progress, stats, time_output, Row, Scenario, BATCH};
 use crate::bridge::Driver;
 use crate::netlink::Handle;
@@ -23,17 +25,20 @@ const NAMESPACES: usize = 10;
 const APPS: usize = 50;
 /// Policy and label changes timed once every container is attached.
 const CHANGES: usize = 20;
+/// Alternating iperf3 runs per host.
+const THROUGHPUT_RUNS: usize = 3;
 
 fn policies() -> String {
     let mut s = String::new();
     for i in 0..POLICIES {
         let _ = write!(
             s,
-            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p{i}, namespace: ns{}}}\nspec:\n  podSelector: {{matchLabels: {{app: app{}}}}}\n  ingress:\n  - from: [{{podSelector: {{matchLabels: {{role: client{}}}}}}}]\n    ports: [{{port: {}}}]\n",
+            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p{i}, namespace: ns{}}}\nspec:\n  podSelector: {{matchLabels: {{app: app{}}}}}\n  ingress:\n  - from: [{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{role: client{}}}}}}}]\n    ports: [{{port: {}}}]\n",
             i % NAMESPACES,
             i % APPS,
             (i + 1) % APPS,
-            8000 + i
+            // p0 lets container 1 (role client1) reach container 0 (app0) on iperf3's port.
+            if i == 0 { IPERF_PORT } else { 8000 + i as u16 }
         );
     }
     s
@@ -97,6 +102,8 @@ pub(super) fn rows(n: usize) -> Result<Vec<Row>> {
     ferrynet(true, &["policy", "apply", "-f", &all.to_string_lossy()])?;
 
     let mut attach = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    // The first two containers of each host: the iperf3 pair.
+    let mut pair_ips: [Vec<std::net::IpAddr>; 2] = [Vec::new(), Vec::new()];
     for i in 0..n {
         // Who goes first alternates, so that drift hits both alike.
         for policy in [i % 2 == 0, i % 2 == 1] {
@@ -119,11 +126,28 @@ pub(super) fn rows(n: usize) -> Result<Vec<Row>> {
                 "--label",
                 &role,
             ];
-            let (d, _) = ferrynet(policy, &args)?;
+            let (d, out) = ferrynet(policy, &args)?;
             attach[usize::from(!policy)].push(d);
+            if i < 2 {
+                let ep: serde_json::Value = serde_json::from_slice(&out)?;
+                let ip: ipnet::IpNet = ep["ip"]
+                    .as_str()
+                    .ok_or_else(|| anyhow::anyhow!("attach printed no address"))?
+                    .parse()?;
+                pair_ips[usize::from(!policy)].push(ip.addr());
+            }
         }
         if (i + 1) % BATCH == 0 {
             progress(&format!("policy: attached {}/{n} on each host", i + 1));
+        }
+    }
+    // Throughput container 1 → container 0 of each host, alternating.
+    progress("policy: throughput between two allowed pods, with and without policy");
+    let mut gbits = [Vec::new(), Vec::new()];
+    for _ in 0..THROUGHPUT_RUNS {
+        for (k, offset) in [(0usize, 1usize), (1, 0)] {
+            let (server, client) = (&containers[offset], &containers[2 + offset]);
+            gbits[k].push(iperf_on(server, client, pair_ips[k][0], 1, IPERF_PORT)?);
         }
     }
     let mut apply = Vec::with_capacity(CHANGES);
@@ -146,6 +170,15 @@ pub(super) fn rows(n: usize) -> Result<Vec<Row>> {
     }
     drop(sc);
     let [with_policy, without_policy] = attach;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (with_gbit, without_gbit) = (median(&mut gbits[0]), median(&mut gbits[1]));
+    println!(
+        "- single stream between two allowed pods: {with_gbit:.1} Gbit/s with {POLICIES} policies, {without_gbit:.1} without (same run, medians of {THROUGHPUT_RUNS}): **{:.0} %**",
+        100.0 * with_gbit / without_gbit
+    );
     Ok(vec![
         Row {
             name: format!("ferrynet attach, {POLICIES} policies in force"),
