@@ -2,25 +2,14 @@
 //! configurations, CNI_ARGS, CLI arguments and lease values from the store are mutated
 //! thousands of times; ferrynet must never panic, and whatever it accepts must be sane.
 
+mod common;
+
 use std::net::Ipv4Addr;
 
 use ferrynet::cluster::{routable, BackendKind, ClusterConfig, Lease};
 use ferrynet::cni::config::{parse, parse_cni_args, Subnet};
+use common::Rng;
 use ipnet::IpNet;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 const FRAGMENTS: &[&str] = &[
     "null",
