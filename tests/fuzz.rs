@@ -6,9 +6,9 @@ mod common;
 
 use std::net::Ipv4Addr;
 
+use common::Rng;
 use ferrynet::cluster::{routable, BackendKind, ClusterConfig, Lease};
 use ferrynet::cni::config::{parse, parse_cni_args, Subnet};
-use common::Rng;
 use ipnet::IpNet;
 
 const FRAGMENTS: &[&str] = &[

@@ -22,6 +22,8 @@ pub(super) struct PolicySync {
     /// What the last pass saw: the store revision and the record directories' mtimes.
     seen: Option<(u64, Vec<(PathBuf, SystemTime)>)>,
     last_error: Option<String>,
+    /// Whether the cluster had policies at the last pass.
+    enforcing: bool,
 }
 
 impl PolicySync {
@@ -32,7 +34,14 @@ impl PolicySync {
             url: url.to_string(),
             seen: None,
             last_error: None,
+            enforcing: false,
         }
+    }
+
+    /// Whether the cluster had policies at the last pass (then this host's endpoints are
+    /// published, and worth looking at often).
+    pub(super) fn enforcing(&self) -> bool {
+        self.enforcing
     }
 
     fn directories(&self) -> Vec<(PathBuf, SystemTime)> {
@@ -73,6 +82,7 @@ impl PolicySync {
     /// sees no endpoint records written at all.
     fn sync(&mut self, store: &mut dyn Store) -> Result<(), String> {
         let policies = objects::list_policies(store).map_err(|e| e.to_string())?;
+        self.enforcing = !policies.is_empty();
         if policies.is_empty() {
             if enforce::has_policies(&self.state) {
                 enforce::refresh(&self.state, store, &self.url).map_err(|e| e.to_string())?;

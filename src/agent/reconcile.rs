@@ -107,8 +107,14 @@ impl<'a> Reconciler<'a> {
     /// The next snapshot of the leases (waiting at most until the next renewal), or `None`
     /// after backing off from an unreachable store.
     fn wait_for_store(&mut self, stop: &AtomicBool) -> Option<Snapshot> {
-        let wait =
-            Duration::from_millis(500).min(self.renew_at.saturating_duration_since(Instant::now()));
+        // While network policy is enforced, look at this host's endpoint records more often:
+        // a new pod is published to the other hosts within this (a few stats per look).
+        let look = if self.policy.as_ref().is_some_and(|p| p.enforcing()) {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(500)
+        };
+        let wait = look.min(self.renew_at.saturating_duration_since(Instant::now()));
         match self.store.wait_for_change(self.revision, wait) {
             Ok(s) => {
                 self.metrics.store_up.store(1, Ordering::Relaxed);

@@ -21,7 +21,7 @@ use crate::netns::Netns;
 use crate::network::{NetworkConfig, StateDir};
 
 /// A throwaway topology: namespaces, a fabric, in-process agents; all removed on drop.
-struct Lab {
+pub(super) struct Lab {
     sc: Scenario,
     fabric: Netns,
     fab0: u32,
@@ -34,9 +34,9 @@ struct Lab {
     dual_stack: bool,
 }
 
-struct Pod {
-    ns: Netns,
-    ip: Ipv4Addr,
+pub(super) struct Pod {
+    pub(super) ns: Netns,
+    pub(super) ip: Ipv4Addr,
     ip6: Ipv6Addr,
 }
 
@@ -58,7 +58,7 @@ fn host_ip6(i: usize) -> Ipv6Addr {
 }
 
 impl Lab {
-    fn new(tag: &str) -> Result<Lab> {
+    pub(super) fn new(tag: &str) -> Result<Lab> {
         let dir = std::env::temp_dir().join(format!("ferrynet-bench-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut sc = Scenario {
@@ -98,7 +98,7 @@ impl Lab {
     }
 
     /// A host on the fabric with `eth0` = 10.200.x.y/16.
-    fn host(&mut self, tag: &str, i: usize) -> Result<Netns> {
+    pub(super) fn host(&mut self, tag: &str, i: usize) -> Result<Netns> {
         let ns = self.netns(tag)?;
         let port = format!("p{i}");
         let fab0 = self.fab0;
@@ -138,6 +138,28 @@ impl Lab {
     }
 
     fn start_agent(&mut self, host: &Netns, node: &str, backend: BackendKind) {
+        self.start_agent_with(host, node, backend, false)
+    }
+
+    /// The host's ferrynet state directory (its endpoints' records).
+    pub(super) fn node_state(&self, node: &str) -> StateDir {
+        StateDir::new(self.sc.state.join(node))
+    }
+
+    /// The cluster store's URL.
+    pub(super) fn store_url(&self) -> String {
+        format!("file:{}", self.store.display())
+    }
+
+    /// An agent for `node` on `host`; with `policy`, it also enforces network policy for
+    /// the endpoints of the node's state directory.
+    pub(super) fn start_agent_with(
+        &mut self,
+        host: &Netns,
+        node: &str,
+        backend: BackendKind,
+        policy: bool,
+    ) {
         let node_dir = self.sc.state.join(node);
         let bgp = (backend == BackendKind::Bgp).then(|| BgpConfig {
             local_as: DEFAULT_AS,
@@ -172,7 +194,7 @@ impl Lab {
             vni: 1,
             port: 8472,
             resync: Duration::from_secs(30),
-            state: None,
+            state: policy.then(|| StateDir::new(node_dir.clone())),
             log_drops: false,
             metrics: None,
             bgp,
@@ -210,13 +232,27 @@ impl Lab {
 
     /// A pod on `host` in its leased subnets (both families in a dual-stack lab).
     fn pod(&mut self, host: &Netns, node: &str, tag: &str) -> Result<Pod> {
+        self.pod_as(host, node, tag, None)
+    }
+
+    /// [`Lab::pod`] with an identity for network policy.
+    pub(super) fn pod_as(
+        &mut self,
+        host: &Netns,
+        node: &str,
+        tag: &str,
+        identity: Option<crate::policy::Identity>,
+    ) -> Result<Pod> {
         let (subnet, subnet6, mtu) = self.lease(node)?;
         let mut subnets: Vec<ipnet::IpNet> = vec![subnet.into()];
         subnets.extend(subnet6.map(ipnet::IpNet::from));
         let net = NetworkConfig::new("pods", &subnets, Some("fypods0"), &[], mtu)?;
         let driver = Driver::new(StateDir::new(self.sc.state.join(node)));
         let ns = self.netns(tag)?;
-        let req = AttachRequest::simple(ns.path(), tag);
+        let req = AttachRequest {
+            identity,
+            ..AttachRequest::simple(ns.path(), tag)
+        };
         let ep = host.run(|| driver.attach(&net, &req))??;
         Ok(Pod {
             ns,

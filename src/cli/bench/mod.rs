@@ -9,6 +9,7 @@ mod chart;
 mod cluster;
 mod cni;
 mod policy;
+mod policy_cross;
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -178,7 +179,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         bail!("--containers {n}: at most {MAX_CONTAINERS} (one /16 per bench network, a published port each from 10000)");
     }
     if a.policy_only {
-        let rows = policy::rows(n)?;
+        let mut rows = policy::rows(n)?;
+        rows.extend(policy_cross::rows(n / 2, if a.quick { 3 } else { 20 })?);
         print_table(&rows, n, Duration::ZERO);
         return Ok(());
     }
@@ -244,6 +246,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     rows.extend(firewall_rows(if a.quick { 50 } else { 200 })?);
     rows.extend(policy::rows(if a.quick { BATCH } else { n })?);
+    rows.extend(policy_cross::rows(
+        if a.quick { BATCH / 2 } else { n / 2 },
+        if a.quick { 3 } else { 20 },
+    )?);
     // --quick checks the harness: one batch per CNI scenario is enough for that.
     let cni_n = if a.quick { BATCH } else { n };
     for ports in [false, true] {

@@ -20,7 +20,7 @@ use crate::network::{NetworkConfig, StateDir};
 
 /// Policies on the enforcing host: `POLICIES` NetworkPolicies over `NAMESPACES`
 /// namespaces, each selecting one of `APPS` apps and allowing one client role on a port.
-const POLICIES: usize = 200;
+pub(super) const POLICIES: usize = 200;
 const NAMESPACES: usize = 10;
 const APPS: usize = 50;
 /// Policy and label changes timed once every container is attached.
@@ -28,7 +28,7 @@ const CHANGES: usize = 20;
 /// Alternating iperf3 runs per host.
 const THROUGHPUT_RUNS: usize = 3;
 
-fn policies() -> String {
+pub(super) fn policies() -> String {
     let mut s = String::new();
     for i in 0..POLICIES {
         let _ = write!(
