@@ -6,6 +6,44 @@ use std::net::Ipv4Addr;
 
 use common::*;
 
+/// BIG TCP by default: both ends of a container's veth take and build 192 KiB packets
+/// (IPv4 and IPv6 sizes); `--no-big-tcp` keeps the kernel's 64 KiB.
+#[test]
+fn veth_pairs_carry_big_packets_unless_told_not_to() {
+    let host = Host::new();
+    host.create_network("blue", "10.90.0.0/24");
+    host.ferrynet(&[
+        "network",
+        "create",
+        "green",
+        "--subnet",
+        "10.91.0.0/24",
+        "--no-big-tcp",
+    ]);
+    let (c1, ep1) = host.container("blue", &[]);
+    let (c2, ep2) = host.container("green", &[]);
+    let size = |text: &str, key: &str| -> u64 {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let i = words
+            .iter()
+            .position(|w| *w == key)
+            .unwrap_or_else(|| panic!("{key} in {text}"));
+        words[i + 1].parse().unwrap()
+    };
+    for (c, ep, want) in [(&c1, &ep1, 196_608), (&c2, &ep2, 65_536)] {
+        let inside = c.exec(&["ip", "-d", "link", "show", "eth0"]);
+        let veth = ep["host_veth"].as_str().unwrap();
+        let outside = host.ns.exec(&["ip", "-d", "link", "show", veth]);
+        for text in [&inside, &outside] {
+            assert_eq!(size(text, "gso_max_size"), want, "{text}");
+            assert_eq!(size(text, "gro_max_size"), want, "{text}");
+        }
+    }
+    // Still an ordinary network: a neighbour on the bridge answers.
+    let (c3, _) = host.container("blue", &[]);
+    assert!(c3.ping(&endpoint_ip(&ep1).to_string()));
+}
+
 #[test]
 fn two_containers_ping_over_the_bridge() {
     let host = Host::new();

@@ -165,6 +165,7 @@ impl Driver {
                 net.mtu
             },
             master: Some(bridge.index),
+            big_packets: net.big_tcp.then_some(crate::network::BIG_TCP_SIZE),
         })
         .map_err(|e| {
             if e.is(libc::EEXIST) {

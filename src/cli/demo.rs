@@ -270,6 +270,7 @@ fn cross_host(host_a: &Netns, state: &std::path::Path) -> Result<()> {
                 peer_mac: None,
                 mtu: 1500,
                 master: Some(fab0),
+                big_packets: None,
             })?;
             let l = h.link_by_name(port)?.context("fabric port vanished")?;
             h.set_up(l.index)?;
@@ -433,6 +434,7 @@ fn build_uplink(world: &Netns) -> Result<()> {
         peer_mac: None,
         mtu: 1500,
         master: None,
+        big_packets: None,
     })?;
     let up = h.link_by_name("uplink0")?.context("uplink0 vanished")?;
     h.add_addr(up.index, "10.201.0.1/24".parse::<ipnet::IpNet>()?)?;

@@ -41,6 +41,9 @@ pub enum NetworkCmd {
         /// Let containers send from addresses and MACs that are not theirs.
         #[arg(long)]
         no_anti_spoofing: bool,
+        /// Keep the kernel's 64 KiB GSO/GRO size on the veth pairs (no BIG TCP).
+        #[arg(long)]
+        no_big_tcp: bool,
         #[arg(long)]
         json: bool,
     },
@@ -84,6 +87,7 @@ pub fn run(state: &StateDir, cmd: NetworkCmd) -> Result<()> {
             no_isolate,
             no_hairpin,
             no_anti_spoofing,
+            no_big_tcp,
             json,
         } => {
             let mut net = NetworkConfig::new(
@@ -97,6 +101,7 @@ pub fn run(state: &StateDir, cmd: NetworkCmd) -> Result<()> {
             net.isolate = !no_isolate;
             net.hairpin = !no_hairpin;
             net.anti_spoof = !no_anti_spoofing;
+            net.big_tcp = !no_big_tcp;
             create(state, &net)?;
             if json {
                 print_json(&net);

@@ -37,6 +37,8 @@ pub struct NetConf {
     pub hairpin: bool,
     pub isolation: bool,
     pub anti_spoofing: bool,
+    /// `bigTcp`: 192 KiB GSO/GRO on the veth pairs (default true).
+    pub big_tcp: bool,
     pub subnet: Subnet,
     /// `gateway` and the ranges' gateways, at most one per family.
     pub gateways: Vec<IpAddr>,
@@ -423,6 +425,7 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         hairpin: k.bool("hairpinMode", true)?,
         isolation: k.bool("isolation", true)?,
         anti_spoofing: k.bool("antiSpoofing", true)?,
+        big_tcp: k.bool("bigTcp", true)?,
         subnet,
         gateways,
         ranges,

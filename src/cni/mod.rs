@@ -356,6 +356,7 @@ fn network_config(conf: &NetConf, ipam: Option<&IpamResult>) -> Result<NetworkCo
         hairpin: conf.hairpin,
         anti_spoof: conf.anti_spoofing,
         gateway_on_bridge: conf.is_gateway,
+        big_tcp: conf.big_tcp,
     })
 }
 

@@ -112,6 +112,7 @@ impl Lab {
                 peer_mac: None,
                 mtu: 1500,
                 master: Some(fab0),
+                big_packets: None,
             })?;
             let l = h.link_by_name(&port)?.context("port")?;
             h.set_up(l.index)?;
@@ -430,6 +431,7 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
             peer_mac: None,
             mtu: 1500,
             master: None,
+            big_packets: None,
         })?;
         let l = h.link_by_name("v0")?.context("v0")?;
         h.add_addr(l.index, "10.199.0.1/24".parse::<ipnet::Ipv4Net>()?)?;
