@@ -6,20 +6,20 @@ use std::net::Ipv4Addr;
 
 use common::*;
 
-/// BIG TCP by default: both ends of a container's veth take and build 192 KiB packets
-/// (IPv4 and IPv6 sizes); `--no-big-tcp` keeps the kernel's 64 KiB.
+/// `--big-tcp`: both ends of a container's veth take and build 192 KiB packets (IPv4 and
+/// IPv6 sizes); by default the kernel's 64 KiB.
 #[test]
-fn veth_pairs_carry_big_packets_unless_told_not_to() {
+fn veth_pairs_carry_big_packets_when_asked() {
     let host = Host::new();
-    host.create_network("blue", "10.90.0.0/24");
     host.ferrynet(&[
         "network",
         "create",
-        "green",
+        "blue",
         "--subnet",
-        "10.91.0.0/24",
-        "--no-big-tcp",
+        "10.90.0.0/24",
+        "--big-tcp",
     ]);
+    host.create_network("green", "10.91.0.0/24");
     let (c1, ep1) = host.container("blue", &[]);
     let (c2, ep2) = host.container("green", &[]);
     let size = |text: &str, key: &str| -> u64 {

@@ -41,9 +41,11 @@ pub enum NetworkCmd {
         /// Let containers send from addresses and MACs that are not theirs.
         #[arg(long)]
         no_anti_spoofing: bool,
-        /// Keep the kernel's 64 KiB GSO/GRO size on the veth pairs (no BIG TCP).
+        /// BIG TCP: 192 KiB GSO/GRO packets on the containers' veth pairs (2.3x the
+        /// throughput between containers of the bridge; only where every device a
+        /// container's traffic crosses takes that size — not through a 64 KiB uplink).
         #[arg(long)]
-        no_big_tcp: bool,
+        big_tcp: bool,
         #[arg(long)]
         json: bool,
     },
@@ -87,7 +89,7 @@ pub fn run(state: &StateDir, cmd: NetworkCmd) -> Result<()> {
             no_isolate,
             no_hairpin,
             no_anti_spoofing,
-            no_big_tcp,
+            big_tcp,
             json,
         } => {
             let mut net = NetworkConfig::new(
@@ -101,7 +103,7 @@ pub fn run(state: &StateDir, cmd: NetworkCmd) -> Result<()> {
             net.isolate = !no_isolate;
             net.hairpin = !no_hairpin;
             net.anti_spoof = !no_anti_spoofing;
-            net.big_tcp = !no_big_tcp;
+            net.big_tcp = big_tcp;
             create(state, &net)?;
             if json {
                 print_json(&net);

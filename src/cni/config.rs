@@ -37,7 +37,8 @@ pub struct NetConf {
     pub hairpin: bool,
     pub isolation: bool,
     pub anti_spoofing: bool,
-    /// `bigTcp`: 192 KiB GSO/GRO on the veth pairs (default true).
+    /// `bigTcp`: 192 KiB GSO/GRO on the veth pairs (default false: see
+    /// [`crate::network::BIG_TCP_SIZE`]).
     pub big_tcp: bool,
     pub subnet: Subnet,
     /// `gateway` and the ranges' gateways, at most one per family.
@@ -425,7 +426,7 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         hairpin: k.bool("hairpinMode", true)?,
         isolation: k.bool("isolation", true)?,
         anti_spoofing: k.bool("antiSpoofing", true)?,
-        big_tcp: k.bool("bigTcp", true)?,
+        big_tcp: k.bool("bigTcp", false)?,
         subnet,
         gateways,
         ranges,

@@ -236,6 +236,11 @@ impl Lab {
         self.pod_as(host, node, tag, None)
     }
 
+    /// [`Lab::pod`] with BIG TCP on its veth pair (`network create --big-tcp`).
+    fn big_tcp_pod(&mut self, host: &Netns, node: &str, tag: &str) -> Result<Pod> {
+        self.attach_pod(host, node, tag, None, true)
+    }
+
     /// [`Lab::pod`] with an identity for network policy.
     pub(super) fn pod_as(
         &mut self,
@@ -244,10 +249,24 @@ impl Lab {
         tag: &str,
         identity: Option<crate::policy::Identity>,
     ) -> Result<Pod> {
+        self.attach_pod(host, node, tag, identity, false)
+    }
+
+    fn attach_pod(
+        &mut self,
+        host: &Netns,
+        node: &str,
+        tag: &str,
+        identity: Option<crate::policy::Identity>,
+        big_tcp: bool,
+    ) -> Result<Pod> {
         let (subnet, subnet6, mtu) = self.lease(node)?;
         let mut subnets: Vec<ipnet::IpNet> = vec![subnet.into()];
         subnets.extend(subnet6.map(ipnet::IpNet::from));
-        let net = NetworkConfig::new("pods", &subnets, Some("fypods0"), &[], mtu)?;
+        let net = NetworkConfig {
+            big_tcp,
+            ..NetworkConfig::new("pods", &subnets, Some("fypods0"), &[], mtu)?
+        };
         let driver = Driver::new(StateDir::new(self.sc.state.join(node)));
         let ns = self.netns(tag)?;
         let req = AttachRequest {
@@ -463,6 +482,16 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
         let pa = lab2.pod(&ha, "a", &format!("{tag}pa"))?;
         let pa2 = lab2.pod(&ha, "a", &format!("{tag}pa2"))?;
         let pb = lab2.pod(&hb, "b", &format!("{tag}pb"))?;
+        // Two more on host A's bridge with BIG TCP (the same-host rows only: see
+        // crate::network::BIG_TCP_SIZE for why not across hosts).
+        let big = if backend == BackendKind::HostGw {
+            Some((
+                lab2.big_tcp_pod(&ha, "a", &format!("{tag}pg"))?,
+                lab2.big_tcp_pod(&ha, "a", &format!("{tag}pg2"))?,
+            ))
+        } else {
+            None
+        };
         // Wait until host A routes to host B's pods in both families (a BGP session takes
         // a few seconds).
         let end = Instant::now() + Duration::from_secs(30);
@@ -543,6 +572,25 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
                     )?;
                     rows.push(ThroughputRow {
                         path: format!("same-host pod to pod (bridge){family}"),
+                        streams,
+                        gbps: same,
+                        reference: "raw veth pair".into(),
+                        reference_gbps: raw,
+                    });
+                }
+                if let Some((g, g2)) = &big {
+                    let ip: IpAddr = if family.is_empty() {
+                        g2.ip.into()
+                    } else {
+                        g2.ip6.into()
+                    };
+                    let (raw, same) = alternate(
+                        rounds,
+                        || iperf(&b, &a, veth, streams),
+                        || iperf(&g2.ns, &g.ns, ip, streams),
+                    )?;
+                    rows.push(ThroughputRow {
+                        path: format!("same-host pod to pod (bridge, --big-tcp){family}"),
                         streams,
                         gbps: same,
                         reference: "raw veth pair".into(),
