@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::api::*;
 use super::plugin::{Plugin, Reply};
-use super::ports::port_mappings;
+use super::ports::port_requests;
 use crate::bridge::{AddressRequest, PrepareRequest, Source};
 use crate::netlink::{Handle, Mac};
 
@@ -155,7 +155,7 @@ impl Plugin {
 
     pub(super) fn program(&self, r: ProgramExternalConnectivityRequest) -> Reply {
         let (rec, net) = self.network(&r.network_id)?;
-        let ports = port_mappings(r.options.as_ref())?;
+        let ports = port_requests(r.options.as_ref(), self.ephemeral)?;
         if rec.internal {
             if !ports.is_empty() {
                 tracing::warn!(
@@ -165,8 +165,10 @@ impl Plugin {
             }
             return Ok(json!({}));
         }
+        // Under the one-call lock already: this lock only lends the choices' memory.
+        let mut chosen = self.host_ports.lock().unwrap_or_else(|e| e.into_inner());
         self.driver
-            .set_ports(&net, &r.endpoint_id, IFNAME, &ports)
+            .publish(&net, &r.endpoint_id, IFNAME, &ports, &mut chosen)
             .map_err(|e| e.to_string())?;
         Ok(json!({}))
     }

@@ -15,7 +15,7 @@ use super::api::*;
 use super::client::DockerHost;
 use super::endpoints::IFNAME;
 use super::ipam::DockerIpam;
-use crate::bridge::Driver;
+use crate::bridge::{Driver, HostPorts};
 use crate::network::StateDir;
 
 pub struct Plugin {
@@ -27,6 +27,10 @@ pub struct Plugin {
     /// One call at a time: Docker's calls are few, and a network's creation and removal
     /// must not interleave with its endpoints' calls.
     pub(super) lock: Mutex<()>,
+    /// Where a port published without a host port takes one from (`-p 80`).
+    pub(super) ephemeral: (u16, u16),
+    /// The host ports chosen so far, for the next choice to start after them.
+    pub(super) host_ports: Mutex<HostPorts>,
 }
 
 pub(super) type Reply = Result<Value, String>;
@@ -38,6 +42,8 @@ impl Plugin {
             driver: Driver::new(state),
             docker,
             lock: Mutex::new(()),
+            ephemeral: super::ports::ephemeral_range(),
+            host_ports: Mutex::new(HostPorts::default()),
         }
     }
 
