@@ -1547,9 +1547,10 @@ fn docker_plugin_crash_mid_call_leaves_nothing_behind() {
 
 /// Not a test: `docker run --rm --network NET busybox true` on a ferrynet network, on Docker's
 /// own bridge networks (a second dockerd with iptables on, in its own namespace) and with
-/// `--network none`, alternating, same run; then again with FERRYNET_DOCKER_BENCH_PORTS
-/// containers running with a published port each on ferrynet's and on Docker's user-defined
-/// network. Prints p50/p90 in ms.
+/// `--network none`, alternating, same run; then FERRYNET_DOCKER_BENCH_PORTS long-running
+/// containers with a published port each on ferrynet's and on Docker's user-defined network,
+/// alternating, each `docker run -d -p` timed (the first and the last 50 compared: flat or
+/// not), and the first rows again with them running. Prints p50/p90 in ms.
 /// `cargo test --features failpoints --test docker bench -- --ignored --nocapture`
 #[test]
 #[ignore]
@@ -1613,9 +1614,20 @@ fn docker_bench_run_latency() {
         }
     }
     if ports > 0 {
+        // Flatness: each long-running container's `docker run -d -p` timed, ferrynet and
+        // Docker's user-defined bridge alternating; the first and the last `window` compared
+        // (Docker's iptables rules grow with every port, ferrynet's map elements do not).
+        // FERRYNET_DOCKER_BENCH_RANDOM=1 publishes `-p 80` (a host port chosen by each).
+        let random = std::env::var_os("FERRYNET_DOCKER_BENCH_RANDOM").is_some();
+        let pairs = [(&ours, "blue"), (&native, "green")];
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); pairs.len()];
         for i in 0..ports {
-            let p = format!("{}:80", 20000 + i);
-            for (d, net) in [(&ours, "blue"), (&native, "green")] {
+            let p = match random {
+                true => "80".to_string(),
+                false => format!("{}:80", 20000 + i),
+            };
+            for (k, (d, net)) in pairs.iter().enumerate() {
+                let t0 = Instant::now();
                 d.docker(&[
                     "run",
                     "-d",
@@ -1627,8 +1639,37 @@ fn docker_bench_run_latency() {
                     "sleep",
                     "3600",
                 ]);
+                times[k].push(t0.elapsed().as_secs_f64() * 1000.0);
             }
         }
+        let window = (ports / 4).clamp(1, 50);
+        let pct = |v: &[f64], p: f64| {
+            let mut v = v.to_vec();
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[((v.len() - 1) as f64 * p).round() as usize]
+        };
+        println!();
+        println!("| `docker run -d -p {}` ({ports} containers each, alternating) | first {window} p50 ms | p90 | last {window} p50 ms | p90 | last/first p50 |", if random { "80" } else { "N:80" });
+        println!("|---|---|---|---|---|---|");
+        for (k, label) in [
+            "ferrynet",
+            "Docker bridge, user-defined network (iptables on)",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let v = &times[k];
+            let (first, last) = (&v[..window], &v[v.len() - window..]);
+            println!(
+                "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                pct(first, 0.5),
+                pct(first, 0.9),
+                pct(last, 0.5),
+                pct(last, 0.9),
+                pct(last, 0.5) / pct(first, 0.5)
+            );
+        }
+        println!();
         measure(ports);
     }
 }
