@@ -776,6 +776,168 @@ fn docker_containers_talk_reach_out_and_publish_ports() {
     );
 }
 
+/// The host ports ferrynet's record of a Docker container's endpoint on `network` publishes,
+/// as (host port, container port, protocol): Docker 20.10 shows a remote driver's ports
+/// nowhere (see the README), ferrynet's records do.
+fn chosen_ports(host: &Host, docker: &Docker, c: &str, network: &str) -> Vec<(u16, u16, String)> {
+    let ep = docker.inspect_net(c, network, "EndpointID");
+    let net: serde_json::Value =
+        serde_json::from_str(&host.ferrynet(&["network", "inspect", network, "--json"])).unwrap();
+    let rec = net["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["container_id"] == ep.as_str())
+        .unwrap_or_else(|| panic!("no endpoint {ep} in {net}"));
+    rec["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["host_port"].as_u64().unwrap() as u16,
+                p["container_port"].as_u64().unwrap() as u16,
+                p["protocol"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn docker_random_host_ports() {
+    let host = Host::new();
+    let world = World::attach_to(&host);
+    let mut docker = Docker::start(&host);
+    let name = docker.name.clone();
+    let c = |s: &str| format!("{name}-{s}");
+    let (ca, cb, cc, cd) = (c("a"), c("b"), c("c"), c("d"));
+    docker.network("blue", &["--subnet", "10.93.0.0/24"]);
+    // Docker's bridge takes `-p 80`'s host port from the kernel's ephemeral range of the
+    // daemon's namespace (per namespace: the host's here).
+    let range = host
+        .ns
+        .exec(&["cat", "/proc/sys/net/ipv4/ip_local_port_range"]);
+    let mut it = range.split_whitespace().map(|n| n.parse::<u16>().unwrap());
+    let (lo, hi) = (it.next().unwrap(), it.next().unwrap());
+    let httpd = ["httpd", "-f", "-p", "80", "-h", "/www"];
+    docker.run(&ca, &["--network", "blue", "-p", "80"], &httpd);
+    docker.run(
+        &cb,
+        &["--network", "blue", "-p", "80", "-p", "53/udp"],
+        &httpd,
+    );
+    // -P: every exposed port without a binding gets one.
+    docker.run(&cc, &["--network", "blue", "--expose", "80", "-P"], &httpd);
+    let pa = chosen_ports(&host, &docker, &ca, "blue");
+    let pb = chosen_ports(&host, &docker, &cb, "blue");
+    let pc = chosen_ports(&host, &docker, &cc, "blue");
+    let tcp = |ports: &[(u16, u16, String)]| {
+        let t: Vec<u16> = ports
+            .iter()
+            .filter(|p| p.1 == 80 && p.2 == "tcp")
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(t.len(), 1, "{ports:?}");
+        t[0]
+    };
+    let (a, b, cport) = (tcp(&pa), tcp(&pb), tcp(&pc));
+    let bu = pb
+        .iter()
+        .find(|p| p.2 == "udp")
+        .expect("53/udp published")
+        .0;
+    for p in [a, b, cport, bu] {
+        assert!((lo..=hi).contains(&p), "{p} outside {lo}-{hi}");
+    }
+    assert!(a != b && b != cport && a != cport, "{a} {b} {cport}");
+    // What Docker itself shows of them (nothing, in 20.10: see the README).
+    let shown = docker.docker(&["port", &ca]);
+    assert!(
+        shown.is_empty() || shown.contains(&format!(":{a}")),
+        "docker port {ca}: {shown}"
+    );
+    eprintln!("docker port {ca} (chose {a}): {shown:?}");
+
+    // Reachable on the chosen ports from the world, the host and hairpin.
+    let world_ns = world.ns.open();
+    let host_ns = host.ns.open();
+    let (ns_a, ns_b) = (docker.netns(&ca), docker.netns(&cb));
+    let uplink = IpAddr::from(world.host_ip);
+    let local = IpAddr::from(Ipv4Addr::LOCALHOST);
+    for (who, ns, addr, port) in [
+        ("world", &world_ns, uplink, a),
+        ("world", &world_ns, uplink, b),
+        ("world", &world_ns, uplink, cport),
+        ("host", &host_ns, uplink, a),
+        ("host", &host_ns, local, a),
+        ("neighbour (hairpin)", &ns_b, uplink, a),
+        ("itself (hairpin)", &ns_a, uplink, a),
+    ] {
+        assert!(serves_page(ns, addr, port), "{who} -> {addr}:{port}/tcp");
+    }
+    let echo = udp_echo(&ns_b, 53);
+    assert!(udp_roundtrip(&world_ns, uplink, bu), "world -> {bu}/udp");
+    drop(echo);
+
+    // A restarted plugin knows the chosen ports (they are in the table and the records):
+    // the next choice avoids them, and the endpoints keep theirs.
+    docker.kill_plugin();
+    docker.start_plugin();
+    docker.run(&cd, &["--network", "blue", "-p", "80"], &httpd);
+    let d = tcp(&chosen_ports(&host, &docker, &cd, "blue"));
+    assert!(![a, b, cport].contains(&d), "{d} was taken already");
+    assert!(serves_page(&world_ns, uplink, d), "world -> {d}");
+    assert!(serves_page(&world_ns, uplink, a), "{ca} lost {a}");
+
+    // A range: one free port of it each, then a Docker error naming it, nothing left.
+    let (ce, cf, cg) = (c("e"), c("f"), c("g"));
+    let range_opts = ["--network", "blue", "-p", "8000-8001:80"];
+    docker.run(&ce, &range_opts, &httpd);
+    docker.run(&cf, &range_opts, &httpd);
+    let mut got = [
+        tcp(&chosen_ports(&host, &docker, &ce, "blue")),
+        tcp(&chosen_ports(&host, &docker, &cf, "blue")),
+    ];
+    got.sort();
+    assert_eq!(got, [8000, 8001]);
+    let before = (
+        host.veths(),
+        host.reservations("blue"),
+        host.container_elements(),
+    );
+    let mut args = vec!["run", "-d", "--name", &cg];
+    args.extend_from_slice(&range_opts);
+    args.extend_from_slice(&["busybox", "sleep", "600"]);
+    let stderr = docker.docker_err(&args);
+    assert!(
+        stderr.contains("no free host port left in 8000-8001"),
+        "{stderr}"
+    );
+    docker.docker(&["rm", "-f", &cg]);
+    let after = (
+        host.veths(),
+        host.reservations("blue"),
+        host.container_elements(),
+    );
+    assert_eq!(after, before, "a refused range left something");
+
+    // docker rm -f removes a chosen port's element; the others stay.
+    docker.docker(&["rm", "-f", &ca]);
+    let ports = host.port_elements();
+    assert!(
+        !ports.contains(&format!("tcp . {a} ")),
+        "{a} left in {ports}"
+    );
+    assert!(http_get(&world_ns, uplink, a).is_none(), "{a} still served");
+    assert!(serves_page(&world_ns, uplink, b), "{cb} lost {b}");
+    docker.docker(&["rm", "-f", &cb, &cc, &cd, &ce, &cf]);
+    assert!(host.port_elements().is_empty(), "{}", host.port_elements());
+    docker.docker(&["network", "rm", "blue"]);
+    assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
+    assert!(host.veths().is_empty(), "{:?}", host.veths());
+    assert!(state_files(&host).is_empty(), "{:?}", state_files(&host));
+}
+
 #[test]
 fn docker_bad_options_are_docker_errors_and_change_nothing() {
     let host = Host::new();
@@ -1385,9 +1547,10 @@ fn docker_plugin_crash_mid_call_leaves_nothing_behind() {
 
 /// Not a test: `docker run --rm --network NET busybox true` on a ferrynet network, on Docker's
 /// own bridge networks (a second dockerd with iptables on, in its own namespace) and with
-/// `--network none`, alternating, same run; then again with FERRYNET_DOCKER_BENCH_PORTS
-/// containers running with a published port each on ferrynet's and on Docker's user-defined
-/// network. Prints p50/p90 in ms.
+/// `--network none`, alternating, same run; then FERRYNET_DOCKER_BENCH_PORTS long-running
+/// containers with a published port each on ferrynet's and on Docker's user-defined network,
+/// alternating, each `docker run -d -p` timed (the first and the last 50 compared: flat or
+/// not), and the first rows again with them running. Prints p50/p90 in ms.
 /// `cargo test --features failpoints --test docker bench -- --ignored --nocapture`
 #[test]
 #[ignore]
@@ -1451,9 +1614,20 @@ fn docker_bench_run_latency() {
         }
     }
     if ports > 0 {
+        // Flatness: each long-running container's `docker run -d -p` timed, ferrynet and
+        // Docker's user-defined bridge alternating; the first and the last `window` compared
+        // (Docker's iptables rules grow with every port, ferrynet's map elements do not).
+        // FERRYNET_DOCKER_BENCH_RANDOM=1 publishes `-p 80` (a host port chosen by each).
+        let random = std::env::var_os("FERRYNET_DOCKER_BENCH_RANDOM").is_some();
+        let pairs = [(&ours, "blue"), (&native, "green")];
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); pairs.len()];
         for i in 0..ports {
-            let p = format!("{}:80", 20000 + i);
-            for (d, net) in [(&ours, "blue"), (&native, "green")] {
+            let p = match random {
+                true => "80".to_string(),
+                false => format!("{}:80", 20000 + i),
+            };
+            for (k, (d, net)) in pairs.iter().enumerate() {
+                let t0 = Instant::now();
                 d.docker(&[
                     "run",
                     "-d",
@@ -1465,8 +1639,37 @@ fn docker_bench_run_latency() {
                     "sleep",
                     "3600",
                 ]);
+                times[k].push(t0.elapsed().as_secs_f64() * 1000.0);
             }
         }
+        let window = (ports / 4).clamp(1, 50);
+        let pct = |v: &[f64], p: f64| {
+            let mut v = v.to_vec();
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[((v.len() - 1) as f64 * p).round() as usize]
+        };
+        println!();
+        println!("| `docker run -d -p {}` ({ports} containers each, alternating) | first {window} p50 ms | p90 | last {window} p50 ms | p90 | last/first p50 |", if random { "80" } else { "N:80" });
+        println!("|---|---|---|---|---|---|");
+        for (k, label) in [
+            "ferrynet",
+            "Docker bridge, user-defined network (iptables on)",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let v = &times[k];
+            let (first, last) = (&v[..window], &v[v.len() - window..]);
+            println!(
+                "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                pct(first, 0.5),
+                pct(first, 0.9),
+                pct(last, 0.5),
+                pct(last, 0.9),
+                pct(last, 0.5) / pct(first, 0.5)
+            );
+        }
+        println!();
         measure(ports);
     }
 }

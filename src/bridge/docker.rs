@@ -262,7 +262,7 @@ impl Driver {
         Ok(ep)
     }
 
-    fn existing(
+    pub(super) fn existing(
         &self,
         net: &NetworkConfig,
         container_id: &str,

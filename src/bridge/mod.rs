@@ -9,11 +9,13 @@
 mod container;
 mod docker;
 mod endpoint;
+mod hostport;
 mod identity;
 mod network;
 
 pub use docker::{mac_of_ipv4, PrepareRequest};
 pub use endpoint::GcReport;
+pub use hostport::{HostPorts, PortRequest};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,8 @@
 //! ferrynet endpoints (the same bridge driver, IPAM records, firewall elements and
 //! anti-spoofing guard); `--ipam-driver ferrynet` on the same socket makes ferrynet's IPAM
 //! Docker's. The plugin is a translation layer: [`api`] holds the network protocol's types,
-//! [`plugin`] its handlers calling the bridge driver, [`ipam`] the IPAM protocol, [`client`]
+//! [`plugin`] the calls' dispatch, [`networks`], [`endpoints`] and [`ports`] its handlers
+//! calling the bridge driver, [`ipam`] the IPAM protocol, [`client`]
 //! the few questions asked of the daemon's API (network names, endpoints for the start-up
 //! GC), this module the HTTP server.
 //!
@@ -13,8 +14,11 @@
 
 pub mod api;
 pub mod client;
+pub mod endpoints;
 pub mod ipam;
+pub mod networks;
 pub mod plugin;
+pub mod ports;
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
