@@ -22,6 +22,7 @@ pub const OPTIONS: &[&str] = &[
     "ferrynet.masquerade",
     "ferrynet.isolate",
     "ferrynet.mtu",
+    "ferrynet.big_tcp",
 ];
 
 /// A Docker network's side record: which ferrynet network it is.
@@ -200,6 +201,7 @@ impl Plugin {
         .map_err(|e| e.to_string())?;
         net.masquerade = opts.masquerade.unwrap_or(true) && !opts.internal;
         net.isolate = opts.isolate.unwrap_or(true);
+        net.big_tcp = opts.big_tcp.unwrap_or(false);
         let rec = DockerNetwork {
             id: id.clone(),
             network: name,
@@ -312,6 +314,7 @@ struct NetOptions {
     bridge: Option<String>,
     masquerade: Option<bool>,
     isolate: Option<bool>,
+    big_tcp: Option<bool>,
     mtu: Option<u32>,
     internal: bool,
 }
@@ -349,6 +352,9 @@ impl NetOptions {
                 }
                 "ferrynet.isolate" => {
                     o.isolate = Some(boolean(&v).ok_or_else(|| bad("expected true or false"))?)
+                }
+                "ferrynet.big_tcp" => {
+                    o.big_tcp = Some(boolean(&v).ok_or_else(|| bad("expected true or false"))?)
                 }
                 "ferrynet.mtu" | "com.docker.network.driver.mtu" => {
                     let mtu = v

@@ -32,6 +32,8 @@ pub(super) struct Lab {
     birds: Vec<PathBuf>,
     /// Hosts with an IPv6 underlay address too, agents of a dual-stack cluster.
     dual_stack: bool,
+    /// The prefix length of each host's lease (24: 254 pods a host).
+    pub(super) subnet_len: u8,
 }
 
 pub(super) struct Pod {
@@ -83,6 +85,7 @@ impl Lab {
             store: dir.join("cluster.json"),
             birds: Vec::new(),
             dual_stack: false,
+            subnet_len: 24,
         })
     }
 
@@ -183,7 +186,11 @@ impl Lab {
                 network6: self
                     .dual_stack
                     .then(|| "fd00:64::/48".parse().expect("valid")),
-                ..ClusterConfig::v4("10.64.0.0/10".parse().expect("valid"), 24, backend)
+                ..ClusterConfig::v4(
+                    "10.64.0.0/10".parse().expect("valid"),
+                    self.subnet_len,
+                    backend,
+                )
             },
             iface: Some("eth0".into()),
             public_ip: None,

@@ -111,6 +111,8 @@ pub(super) fn rows(per_host: usize, rounds: usize) -> Result<Vec<Row>> {
         2 * per_host
     ));
     let mut lab = Lab::new("px")?;
+    // Room for every endpoint of a host in its lease.
+    lab.subnet_len = 21;
     let hosts = [lab.host("pxh0", 0)?, lab.host("pxh1", 1)?];
     for (i, h) in hosts.iter().enumerate() {
         lab.start_agent_with(h, &format!("node{i}"), BackendKind::HostGw, true);
