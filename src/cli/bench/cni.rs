@@ -16,7 +16,7 @@ use crate::netns::Netns;
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
 
 /// Runs one plugin in `host`'s namespace; returns its wall time and stdout.
-fn exec(
+pub(super) fn exec(
     host: &Netns,
     plugin: &Path,
     env: &[(&str, String)],
@@ -27,7 +27,12 @@ fn exec(
     run_timed(in_netns(&mut cmd, host), conf.to_string().as_bytes())
 }
 
-fn env(command: &str, container: &Netns, id: &str, path: &str) -> Vec<(&'static str, String)> {
+pub(super) fn env(
+    command: &str,
+    container: &Netns,
+    id: &str,
+    path: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("CNI_COMMAND", command.to_string()),
         ("CNI_CONTAINERID", id.to_string()),

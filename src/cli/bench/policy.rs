@@ -1,5 +1,6 @@
-//! Network policy's cost: `ferrynet attach` on a host enforcing 200 NetworkPolicies against
-//! one without any (containers interleaved, same run); with every container attached,
+//! Network policy's cost: CNI ADD on a host enforcing 200 NetworkPolicies against one
+//! without any (containers interleaved, same run; each pod's namespace from `CNI_ARGS`, its
+//! labels from `args.cni.labels`, as a runtime gives them); with every container added,
 //! single-stream throughput between two pods a policy allows, against the same pair on the
 //! host without policy (alternating runs); then `policy apply` of one changed policy and
 //! `endpoint label` of one container, each timed until the command returns — which is when
@@ -13,10 +14,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::cluster::{iperf_on, IPERF_PORT};
-use super::{in_netns, progress, stats, time_output, Row, Scenario, BATCH};
-use crate::bridge::Driver;
-use crate::netlink::Handle;
-use crate::network::{NetworkConfig, StateDir};
+use super::{cni, in_netns, progress, stats, time_output, Row, Scenario, BATCH};
+use crate::network::StateDir;
 
 /// Policies on the enforcing host: `POLICIES` NetworkPolicies over `NAMESPACES`
 /// namespaces, each selecting one of `APPS` apps and allowing one client role on a port.
@@ -72,14 +71,8 @@ pub(super) fn rows(n: usize) -> Result<Vec<Row>> {
         StateDir::new(base.join("with")),
         StateDir::new(base.join("without")),
     ];
-    let net = NetworkConfig::new("bench", &["10.91.0.0/16".parse()?], None, &[], 1500)?;
-    for (host, st) in [(&with, &states[0]), (&without, &states[1])] {
-        host.run(|| -> Result<()> {
-            st.insert(&net)?;
-            Driver::new(st.clone()).ensure_network(&mut Handle::new()?, &net)?;
-            Ok(())
-        })??;
-    }
+    // The network is the CNI configuration's (made by the first ADD on each host).
+    std::fs::create_dir_all(&base)?;
     let exe = std::env::current_exe()?;
     let ferrynet = |policy: bool, args: &[&str]| -> Result<(Duration, Vec<u8>)> {
         let (host, st) = if policy {
@@ -101,6 +94,39 @@ pub(super) fn rows(n: usize) -> Result<Vec<Row>> {
     let all = file("policies.yaml", &policies())?;
     ferrynet(true, &["policy", "apply", "-f", &all.to_string_lossy()])?;
 
+    // The plugin as users install it (see cni.rs), in each host's own state.
+    let plugin = exe.with_file_name("ferrynet-cni");
+    let plugin = if plugin.exists() { plugin } else { exe.clone() };
+    let cni_path = plugin
+        .parent()
+        .unwrap_or(std::path::Path::new("/"))
+        .display()
+        .to_string();
+    let cni = |policy: bool, command: &str, i: usize, c: &crate::netns::Netns| {
+        let (host, st) = if policy {
+            (&with, &states[0])
+        } else {
+            (&without, &states[1])
+        };
+        let mut env = cni::env(command, c, &format!("pol{i}"), &cni_path);
+        env.push((
+            "CNI_ARGS",
+            format!("K8S_POD_NAMESPACE=ns{};K8S_POD_NAME=pod{i}", i % NAMESPACES),
+        ));
+        env.push((
+            "FERRYNET_STATE_DIR",
+            st.root().to_string_lossy().into_owned(),
+        ));
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "bench", "type": "ferrynet",
+            "bridge": "fypol0", "subnet": "10.91.0.0/16",
+            "args": {"cni": {"labels": [
+                {"key": "app", "value": format!("app{}", i % APPS)},
+                {"key": "role", "value": format!("client{}", i % APPS)},
+            ]}},
+        });
+        cni::exec(host, &plugin, &env, &conf)
+    };
     let mut attach = [Vec::with_capacity(n), Vec::with_capacity(n)];
     // The first two containers of each host: the iperf3 pair.
     let mut pair_ips: [Vec<std::net::IpAddr>; 2] = [Vec::new(), Vec::new()];
@@ -108,31 +134,13 @@ pub(super) fn rows(n: usize) -> Result<Vec<Row>> {
         // Who goes first alternates, so that drift hits both alike.
         for policy in [i % 2 == 0, i % 2 == 1] {
             let c = &containers[2 * i + usize::from(policy)];
-            let path = c.path().to_string_lossy().into_owned();
-            let (ns, app, role) = (
-                format!("ns{}", i % NAMESPACES),
-                format!("app=app{}", i % APPS),
-                format!("role=client{}", i % APPS),
-            );
-            let args = [
-                "attach",
-                &path,
-                "--network",
-                "bench",
-                "--namespace",
-                &ns,
-                "--label",
-                &app,
-                "--label",
-                &role,
-            ];
-            let (d, out) = ferrynet(policy, &args)?;
+            let (d, out) = cni(policy, "ADD", i, c)?;
             attach[usize::from(!policy)].push(d);
             if i < 2 {
-                let ep: serde_json::Value = serde_json::from_slice(&out)?;
-                let ip: ipnet::IpNet = ep["ip"]
+                let result: serde_json::Value = serde_json::from_slice(&out)?;
+                let ip: ipnet::IpNet = result["ips"][0]["address"]
                     .as_str()
-                    .ok_or_else(|| anyhow::anyhow!("attach printed no address"))?
+                    .ok_or_else(|| anyhow::anyhow!("CNI ADD gave no address: {result}"))?
                     .parse()?;
                 pair_ips[usize::from(!policy)].push(ip.addr());
             }
@@ -152,21 +160,16 @@ pub(super) fn rows(n: usize) -> Result<Vec<Row>> {
     }
     let mut apply = Vec::with_capacity(CHANGES);
     let mut label = Vec::with_capacity(CHANGES);
-    // The first container on the enforcing host.
-    let one = containers[1]
-        .path()
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    // The first container on the enforcing host (its CNI container id).
+    let one = "pol0".to_string();
     for round in 0..CHANGES {
         let p = file("changed.yaml", &changed_policy(round))?;
         apply.push(ferrynet(true, &["policy", "apply", "-f", &p.to_string_lossy()])?.0);
         let app = format!("app=app{}", (round + 1) % APPS);
         label.push(ferrynet(true, &["endpoint", "label", &one, &app])?.0);
     }
-    for (i, c) in containers.iter().enumerate() {
-        let path = c.path().to_string_lossy().into_owned();
-        ferrynet(i % 2 == 1, &["detach", &path, "--network", "bench"])?;
+    for (k, c) in containers.iter().enumerate() {
+        cni(k % 2 == 1, "DEL", k / 2, c)?;
     }
     drop(sc);
     let [with_policy, without_policy] = attach;
@@ -181,11 +184,11 @@ pub(super) fn rows(n: usize) -> Result<Vec<Row>> {
     );
     Ok(vec![
         Row {
-            name: format!("ferrynet attach, {POLICIES} policies in force"),
+            name: format!("CNI ADD, {POLICIES} policies in force"),
             stats: stats(&with_policy),
         },
         Row {
-            name: "ferrynet attach, no policy (same run)".into(),
+            name: "CNI ADD, no policy (same run)".into(),
             stats: stats(&without_policy),
         },
         Row {
