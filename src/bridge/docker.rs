@@ -202,7 +202,7 @@ impl Driver {
             // (namespace `default`, no labels: `ferrynet endpoint label` gives it some).
             crate::policy::enforce::endpoint_changed(
                 &self.state,
-                &ep.policy_record(&crate::policy::enforce::node_name()),
+                || ep.policy_record(&crate::policy::enforce::node_name()),
                 true,
             )?;
             Ok(())

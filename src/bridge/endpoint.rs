@@ -180,7 +180,7 @@ impl Driver {
             // dispatch map before attach returns, so it is isolated from its first packet.
             Ok(()) => match crate::policy::enforce::endpoint_changed(
                 &self.state,
-                &ep.policy_record(&crate::policy::enforce::node_name()),
+                || ep.policy_record(&crate::policy::enforce::node_name()),
                 true,
             ) {
                 Ok(()) => Ok(ep),
@@ -292,7 +292,7 @@ impl Driver {
                 // and a stale address in a set allows or denies nobody new).
                 if let Err(e) = crate::policy::enforce::endpoint_changed(
                     &self.state,
-                    &ep.policy_record(&crate::policy::enforce::node_name()),
+                    || ep.policy_record(&crate::policy::enforce::node_name()),
                     false,
                 ) {
                     tracing::warn!("policy not refreshed after detach: {e}");

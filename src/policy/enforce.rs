@@ -51,11 +51,17 @@ pub fn default_store(state: &StateDir) -> Result<Box<dyn Store>, crate::cluster:
     crate::cluster::open(&default_url(state), crate::cluster::DEFAULT_PREFIX, None)
 }
 
-/// This host's node name, as the agent defaults it.
+/// This host's node name, as the agent defaults it: the UTS namespace's host name, by
+/// uname(2) (a read under /proc/sys walks a path whose cost grows with the namespaces).
 pub fn node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+    // SAFETY: uname fills the zeroed struct it is given.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return "localhost".into();
+    }
+    // SAFETY: nodename is NUL-terminated by the kernel.
+    let name = unsafe { std::ffi::CStr::from_ptr(u.nodename.as_ptr()) };
+    name.to_string_lossy().into_owned()
 }
 
 /// The plan of this host's policies (see [`Plan`]): present exactly while policies exist.
@@ -230,15 +236,17 @@ pub fn active() -> Result<bool, FirewallError> {
 /// this host has policies. A table not made yet (the host's first endpoint) or a plan that
 /// cannot be read is made by a whole refresh from the store instead (etcd's TLS settings
 /// are not kept: such a host's agent refreshes within a second instead).
+/// `endpoint` is asked for only then (one stat decides, for a host without policies).
 pub fn endpoint_changed(
     state: &StateDir,
-    endpoint: &EndpointRecord,
+    endpoint: impl FnOnce() -> EndpointRecord,
     added: bool,
 ) -> Result<(), EnforceError> {
     let plan_file = plan_path(state);
     if !plan_file.exists() {
         return Ok(());
     }
+    let endpoint = &endpoint();
     let _lock = lock(state)?;
     let plan: Option<Plan> = read_json(&plan_file);
     if let Some(plan) = &plan {
