@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::inventory::{EndpointRecord, Inventory};
-use super::nft::{Plan, TABLE};
+use super::nft::TABLE;
+use super::plan::Plan;
 use super::ruleset::{Elem, Ruleset, SetKind, Structure};
 use super::{EndpointSelector, Labels, PolicySet};
 use crate::cluster::{objects, Store};

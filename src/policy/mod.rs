@@ -17,6 +17,7 @@
 //! | `inventory` | endpoints and namespaces as policies see them; kubectl label changes |
 //! | `flow` | a flow and its verdict: the rule that decided each side |
 //! | `eval` | the policy set in evaluation order, and the evaluation of one flow |
+//! | `plan` | what the per-endpoint path needs to place one endpoint's elements |
 //! | `ruleset` | the policy table as data, and the `nft` script of its difference from the kernel's |
 //! | `counters` | what policy did on this host: per-rule and per-endpoint drop counters |
 //! | `droplog` | the NFLOG stream of packets denied by policies that log their drops |
@@ -34,6 +35,7 @@ pub mod inventory;
 pub mod model;
 pub mod nft;
 pub mod parse;
+pub mod plan;
 pub mod ruleset;
 pub mod selector;
 pub mod validate;

@@ -36,16 +36,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use serde::{Deserialize, Serialize};
-
-use super::compiled::{named_port_sets, selector_sets};
 use super::eval::PolicySet;
-use super::inventory::{EndpointRecord, Inventory};
+use super::inventory::Inventory;
 use super::model::{
-    AdminAction, AdminPeers, AdminPort, AdminRuleView, Cidr, Direction, Labels, NetworkPolicyPeer,
+    AdminAction, AdminPeers, AdminPort, AdminRuleView, Cidr, Direction, NetworkPolicyPeer,
     NetworkPolicyPort, ObjectMeta, PolicyKey, PolicyType, PortRef, Protocol,
 };
-use super::ruleset::{protocol_name as proto, Chain, Elem, Fam, Ruleset, SetKind, FAMILIES};
+use super::plan::Plan;
+use super::ruleset::{protocol_name as proto, Chain, Fam, Ruleset, SetKind, FAMILIES};
 use super::selector::EndpointSelector;
 use crate::util::fnv1a64;
 
@@ -58,13 +56,13 @@ pub const LOG_GROUP: u16 = 2811;
 /// The annotation that turns on drop logging for a policy.
 pub const LOG_ANNOTATION: &str = "ferrynet.io/log-drops";
 
-const DIRECTIONS: [Direction; 2] = [PolicyType::Ingress, PolicyType::Egress];
+pub(super) const DIRECTIONS: [Direction; 2] = [PolicyType::Ingress, PolicyType::Egress];
 
 fn short(text: &str) -> String {
     format!("{:012x}", fnv1a64(text.as_bytes()) & 0xffff_ffff_ffff)
 }
 
-fn selector_set_name(id: &str, f: Fam) -> String {
+pub(super) fn selector_set_name(id: &str, f: Fam) -> String {
     format!("s_{id}_{}", f.suffix())
 }
 
@@ -72,17 +70,17 @@ fn selector_set(s: &EndpointSelector, f: Fam) -> String {
     format!("@{}", selector_set_name(&s.canonical().id(), f))
 }
 
-fn dispatch_map(d: Direction, f: Fam) -> String {
+pub(super) fn dispatch_map(d: Direction, f: Fam) -> String {
     format!("to_{}{}", dir(d), f.suffix())
 }
 
-fn drops_set(d: Direction, f: Fam) -> String {
+pub(super) fn drops_set(d: Direction, f: Fam) -> String {
     format!("drops_{}{}", dir(d), f.suffix())
 }
 
 /// This host's endpoints' addresses: the baseline tier decides only for them (on the other
 /// side's host a packet has not met the NetworkPolicy tier of its endpoint).
-fn local_set(f: Fam) -> String {
+pub(super) fn local_set(f: Fam) -> String {
     format!("local{}", f.suffix())
 }
 
@@ -113,121 +111,6 @@ fn deny(d: Direction, log_prefix: Option<String>) -> String {
             deny_chain(d)
         ),
         None => format!("goto {}", deny_chain(d)),
-    }
-}
-
-/// What the per-endpoint path needs to put one endpoint into the table without reading the
-/// policies: the distinct selectors (with their set ids), the named ports rules use, which
-/// namespaces dispatch in which direction, and the namespaces' labels. Written beside the
-/// table by every refresh.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plan {
-    /// The store the policies came from (for a refresh from the per-endpoint path).
-    pub store: String,
-    pub namespaces: BTreeMap<String, Labels>,
-    pub selectors: Vec<(String, EndpointSelector)>,
-    pub named_ports: BTreeSet<String>,
-    pub dispatch: BTreeSet<(String, Direction)>,
-}
-
-impl Plan {
-    /// `None` without any policy: then there is nothing to enforce.
-    pub fn new(
-        policies: &PolicySet,
-        namespaces: BTreeMap<String, Labels>,
-        store: &str,
-    ) -> Option<Plan> {
-        if policies.network().is_empty()
-            && policies.admin().is_empty()
-            && policies.baseline().is_none()
-        {
-            return None;
-        }
-        let nothing = Inventory::default();
-        Some(Plan {
-            store: store.to_string(),
-            namespaces,
-            selectors: selector_sets(policies, &nothing)
-                .into_iter()
-                .map(|s| (s.id, s.selector))
-                .collect(),
-            named_ports: named_port_sets(policies, &nothing)
-                .into_iter()
-                .map(|s| s.name)
-                .collect(),
-            dispatch: policies
-                .network()
-                .iter()
-                .flat_map(|p| {
-                    DIRECTIONS
-                        .into_iter()
-                        .filter(|d| p.spec.isolates(*d))
-                        .map(|d| (p.namespace().to_string(), d))
-                })
-                .collect(),
-        })
-    }
-
-    /// The elements `endpoint` contributes: its addresses in the sets of the selectors it
-    /// matches and of the named ports it has, and, if it runs on this host (`local`), its
-    /// dispatch entries and drop counters. `inventory` gives the namespaces' labels.
-    pub fn endpoint_elements(
-        &self,
-        inventory: &Inventory,
-        endpoint: &EndpointRecord,
-        local: bool,
-    ) -> Vec<(String, SetKind, Elem)> {
-        let mut out = Vec::new();
-        for &a in &endpoint.addresses {
-            let fam = Fam::of(a);
-            for (id, selector) in &self.selectors {
-                if selector.matches(endpoint, inventory) {
-                    out.push((
-                        selector_set_name(id, fam),
-                        SetKind::Addresses {
-                            fam,
-                            counter: false,
-                        },
-                        Elem::Addr(a),
-                    ));
-                }
-            }
-            for port in &endpoint.named_ports {
-                if self.named_ports.contains(&port.name) {
-                    out.push((
-                        named_set(&port.name, fam),
-                        SetKind::NamedPorts { fam },
-                        Elem::Port(a, port.protocol, port.port),
-                    ));
-                }
-            }
-            if !local {
-                continue;
-            }
-            out.push((
-                local_set(fam),
-                SetKind::Addresses {
-                    fam,
-                    counter: false,
-                },
-                Elem::Addr(a),
-            ));
-            for d in DIRECTIONS {
-                if self.dispatch.contains(&(endpoint.namespace.clone(), d)) {
-                    out.push((
-                        dispatch_map(d, fam),
-                        SetKind::Dispatch { fam },
-                        Elem::Jump(a, ns_chain(&endpoint.namespace, d)),
-                    ));
-                }
-                out.push((
-                    drops_set(d, fam),
-                    SetKind::Addresses { fam, counter: true },
-                    Elem::Addr(a),
-                ));
-            }
-        }
-        out
     }
 }
 
@@ -298,7 +181,7 @@ fn admin_port(port: &AdminPort, f: Fam) -> Option<String> {
     })
 }
 
-fn named_set(name: &str, f: Fam) -> String {
+pub(super) fn named_set(name: &str, f: Fam) -> String {
     format!("n_{}_{}", short(name), f.suffix())
 }
 
@@ -321,7 +204,7 @@ fn np_chain(ns: &str, key: &str, d: Direction) -> String {
     format!("p_{}_{}", short(&format!("{ns}/{key}")), dir(d))
 }
 
-fn ns_chain(ns: &str, d: Direction) -> String {
+pub(super) fn ns_chain(ns: &str, d: Direction) -> String {
     format!("ns_{}_{}", short(ns), dir(d))
 }
 
