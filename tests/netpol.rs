@@ -411,7 +411,11 @@ fn denied_packets_show_in_the_counters_and_the_drop_log() {
     // The log reader first (it must hold the group before the packets come).
     let mut follow =
         host.ferrynet_cmd(&["policy", "drops", "--follow", "--seconds", "4", "--json"]);
-    let reader = follow.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let reader = follow
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     struct Reap(Option<std::process::Child>);
     impl Drop for Reap {
         fn drop(&mut self) {
@@ -422,7 +426,14 @@ fn denied_packets_show_in_the_counters_and_the_drop_log() {
         }
     }
     let mut reader = Reap(Some(reader));
-    std::thread::sleep(Duration::from_millis(500));
+    // It says when it holds the group.
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(reader.0.as_mut().unwrap().stderr.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert!(ready.contains("NFLOG group"), "{ready}");
     assert!(connects(&ya.ns, &xa.ip, 80), "allowed");
     assert!(!connects(&ya.ns, &xa.ip, 81), "denied");
     let out = reader.0.take().unwrap().wait_with_output().unwrap();

@@ -1645,39 +1645,12 @@ fn cni_add_pod(
     ns: &str,
     name: &str,
 ) -> serde_json::Value {
-    use std::io::Write;
-    let mut child = host
-        .ns
-        .cmd(&[BIN])
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", &container.name)
-        .env("CNI_NETNS", container.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .env(
-            "CNI_ARGS",
-            format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
-        )
-        .env("FERRYNET_STATE_DIR", &host.state)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ADD failed: {} {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    cni_add_with_args(
+        host,
+        container,
+        conf,
+        &format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
+    )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -319,12 +319,17 @@ fn drops(state: &StateDir, json: bool, follow: bool, seconds: Option<u64>) -> Re
             policy::droplog::LOG_GROUP
         )
     })?;
+    // Said once the group is bound: from here on no denied packet is missed (a script can
+    // wait for this line instead of sleeping).
+    eprintln!(
+        "reading denied packets from NFLOG group {}",
+        policy::droplog::LOG_GROUP
+    );
     let end = seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
     use std::io::Write;
     loop {
-        let now = std::time::Instant::now();
-        let step = (now + std::time::Duration::from_millis(200))
-            .min(end.unwrap_or(now + std::time::Duration::from_secs(3600)));
+        let step = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        let step = end.map_or(step, |e| step.min(e));
         for d in log.until(step)? {
             if json {
                 println!("{}", serde_json::to_string(&d)?);

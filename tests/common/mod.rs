@@ -329,6 +329,17 @@ impl Fabric {
 
 /// Runs the ferrynet CNI plugin in `host` for `container`; returns the result JSON.
 pub fn cni_add(host: &Host, container: &Ns, conf: &serde_json::Value) -> serde_json::Value {
+    cni_add_with_args(host, container, conf, "")
+}
+
+/// [`cni_add`] with `CNI_ARGS` (e.g. `K8S_POD_NAMESPACE=x;K8S_POD_NAME=a`, as Kubernetes
+/// sends them).
+pub fn cni_add_with_args(
+    host: &Host,
+    container: &Ns,
+    conf: &serde_json::Value,
+    cni_args: &str,
+) -> serde_json::Value {
     use std::io::Write;
     let mut child = host
         .ns
@@ -338,6 +349,7 @@ pub fn cni_add(host: &Host, container: &Ns, conf: &serde_json::Value) -> serde_j
         .env("CNI_NETNS", container.path())
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", "/usr/lib/cni")
+        .env("CNI_ARGS", cni_args)
         .env("FERRYNET_STATE_DIR", &host.state)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
