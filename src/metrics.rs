@@ -105,25 +105,12 @@ impl Metrics {
         }
         let state = self.policy_state.lock().ok().and_then(|s| s.clone());
         if let Some(state) = state {
-            out.push_str(&crate::policy::counters::prometheus(&local_names(&state)));
+            out.push_str(&crate::policy::counters::prometheus(
+                &crate::bridge::Driver::new(state).endpoint_names(),
+            ));
         }
         out
     }
-}
-
-/// This host's endpoints by address: `NS/POD`.
-pub fn local_names(
-    state: &crate::network::StateDir,
-) -> std::collections::BTreeMap<std::net::IpAddr, String> {
-    crate::bridge::Driver::new(state.clone())
-        .policy_records("")
-        .unwrap_or_default()
-        .into_iter()
-        .flat_map(|r| {
-            let name = format!("{}/{}", r.namespace, r.display_name());
-            r.addresses.into_iter().map(move |a| (a, name.clone()))
-        })
-        .collect()
 }
 
 /// Serves `metrics` on `addr` from a background thread (one request per connection).

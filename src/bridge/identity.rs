@@ -62,6 +62,19 @@ impl Driver {
         Ok(out)
     }
 
+    /// This host's endpoints by address, named `NS/POD` (for counters and drop logs); empty
+    /// when the records cannot be read.
+    pub fn endpoint_names(&self) -> std::collections::BTreeMap<IpAddr, String> {
+        self.policy_records("")
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|r| {
+                let name = format!("{}/{}", r.namespace, r.display_name());
+                r.addresses.into_iter().map(move |a| (a, name.clone()))
+            })
+            .collect()
+    }
+
     /// Changes the labels of a local container's endpoints (every interface's record; an
     /// endpoint without an identity gets one in namespace `default`); each record is
     /// replaced atomically. Returns the labels now in force, `None` if no endpoint of this

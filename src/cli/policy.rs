@@ -289,7 +289,7 @@ struct DropRow {
 }
 
 fn drop_rows(state: &StateDir, counters: Option<&policy::counters::Counters>) -> Vec<DropRow> {
-    let names = crate::metrics::local_names(state);
+    let names = crate::bridge::Driver::new(state.clone()).endpoint_names();
     counters
         .iter()
         .flat_map(|c| c.drops.iter())
