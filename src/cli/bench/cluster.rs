@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{progress, Scenario};
+use super::{kernel_path, progress, Scenario};
 use crate::agent::AgentConfig;
 use crate::bgp::{BgpConfig, DEFAULT_AS, PROTO_BIRD};
 use crate::bridge::{AttachRequest, Driver};
@@ -96,7 +96,7 @@ impl Lab {
         Ok(lab)
     }
 
-    fn netns(&mut self, tag: &str) -> Result<Netns> {
+    pub(super) fn netns(&mut self, tag: &str) -> Result<Netns> {
         self.sc.netns(tag)
     }
 
@@ -314,6 +314,9 @@ impl Drop for Lab {
     }
 }
 
+/// The cross-host rows' reference.
+const RAW_UNDERLAY: &str = "raw underlay (two plain namespaces)";
+
 /// iperf3 for 2 s from `client` to `server_ip` (a server in `server`); Gbit/s received.
 fn iperf(server: &Netns, client: &Netns, server_ip: IpAddr, streams: u32) -> Result<f64> {
     iperf_on(server, client, server_ip, streams, IPERF_PORT)
@@ -418,12 +421,19 @@ fn alternate(
     mut reference: impl FnMut() -> Result<f64>,
     mut candidate: impl FnMut() -> Result<f64>,
 ) -> Result<(f64, f64)> {
-    let (mut r, mut c) = (Vec::new(), Vec::new());
+    let m = alternate_all(rounds, &mut [&mut reference, &mut candidate])?;
+    Ok((m[0], m[1]))
+}
+
+/// [`alternate`] over any number of paths, measured in turn each round; their medians.
+fn alternate_all(rounds: usize, paths: &mut [&mut dyn FnMut() -> Result<f64>]) -> Result<Vec<f64>> {
+    let mut samples = vec![Vec::new(); paths.len()];
     for _ in 0..rounds.max(1) {
-        r.push(reference()?);
-        c.push(candidate()?);
+        for (path, s) in paths.iter_mut().zip(&mut samples) {
+            s.push(path()?);
+        }
     }
-    Ok((median(&mut r), median(&mut c)))
+    Ok(samples.iter_mut().map(|s| median(s)).collect())
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -489,6 +499,23 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
         let pa = lab2.pod(&ha, "a", &format!("{tag}pa"))?;
         let pa2 = lab2.pod(&ha, "a", &format!("{tag}pa2"))?;
         let pb = lab2.pod(&hb, "b", &format!("{tag}pb"))?;
+        // The cross-host reference: two plain namespaces on the same fabric (no agent, no
+        // ferrynet table), not the agent hosts themselves.
+        let ra = lab2.host(&format!("{tag}ra"), 3)?;
+        let rb = lab2.host(&format!("{tag}rb"), 4)?;
+        // The same pod path built with the kernel alone, for the backends that have one.
+        let kernel = match backend {
+            BackendKind::HostGw => Some((kernel_path::Shape::Routed, "bridges and routes")),
+            BackendKind::Vxlan => Some((kernel_path::Shape::Vxlan, "bridges and VXLAN")),
+            _ => None,
+        }
+        .map(|(shape, what)| -> Result<_> {
+            Ok((
+                kernel_path::build(&mut lab2, &format!("{tag}k"), 5, shape)?,
+                what,
+            ))
+        })
+        .transpose()?;
         // Two more on host A's bridge with BIG TCP (the same-host rows only: see
         // crate::network::BIG_TCP_SIZE for why not across hosts).
         let big = if backend == BackendKind::HostGw {
@@ -526,7 +553,7 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
             Paths {
                 far_pod: pb.ip.into(),
                 near_pod: pa2.ip.into(),
-                far_host: Ipv4Addr::new(10, 200, 10, 4).into(),
+                far_host: Ipv4Addr::new(10, 200, 10, 6).into(),
                 veth_peer: veth_ip.into(),
                 suffix: "",
                 streams: &[1, 4],
@@ -534,7 +561,7 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
             Paths {
                 far_pod: pb.ip6.into(),
                 near_pod: pa2.ip6.into(),
-                far_host: host_ip6(2).into(),
+                far_host: host_ip6(4).into(),
                 veth_peer: veth_ip6.into(),
                 suffix: " (IPv6)",
                 streams: &[1],
@@ -547,8 +574,8 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
             rtts.push(RttRow {
                 path: format!("cross-host pod to pod, {name}{family}"),
                 us: rtt_us(&pa.ns, ipb)?,
-                reference: "raw underlay (host to host)".into(),
-                reference_us: rtt_us(&ha, underlay_b)?,
+                reference: RAW_UNDERLAY.into(),
+                reference_us: rtt_us(&ra, underlay_b)?,
             });
             if backend == BackendKind::HostGw {
                 rtts.push(RttRow {
@@ -559,18 +586,34 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
                 });
             }
             for &streams in f.streams {
-                let (raw, over) = alternate(
+                let kernel_here = kernel.as_ref().filter(|_| family.is_empty());
+                let m = alternate_all(
                     rounds,
-                    || iperf(&hb, &ha, underlay_b, streams),
-                    || iperf(&pb.ns, &pa.ns, ipb, streams),
+                    &mut [
+                        &mut || iperf(&rb, &ra, underlay_b, streams),
+                        &mut || iperf(&pb.ns, &pa.ns, ipb, streams),
+                        &mut || match kernel_here {
+                            Some((k, _)) => iperf(&k.pod_b, &k.pod_a, k.far_pod, streams),
+                            None => Ok(0.0),
+                        },
+                    ],
                 )?;
                 rows.push(ThroughputRow {
                     path: format!("cross-host pod to pod, {name}{family}"),
                     streams,
-                    gbps: over,
-                    reference: "raw underlay (host to host)".into(),
-                    reference_gbps: raw,
+                    gbps: m[1],
+                    reference: RAW_UNDERLAY.into(),
+                    reference_gbps: m[0],
                 });
+                if let Some((_, what)) = kernel_here {
+                    rows.push(ThroughputRow {
+                        path: format!("the same path with the kernel alone ({what}, no ferrynet)"),
+                        streams,
+                        gbps: m[2],
+                        reference: RAW_UNDERLAY.into(),
+                        reference_gbps: m[0],
+                    });
+                }
                 if backend == BackendKind::HostGw {
                     let (raw, same) = alternate(
                         rounds,

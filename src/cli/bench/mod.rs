@@ -9,6 +9,7 @@ mod attach;
 mod chart;
 mod cluster;
 mod cni;
+mod kernel_path;
 mod policy;
 mod policy_cross;
 
@@ -384,6 +385,19 @@ fn print_table(rows: &[Row], n: usize, spawn: Duration) {
                 fd + ms(spawn),
                 d / (fd + ms(spawn))
             );
+            // The plugin as a runtime calls it, against the same floor (its container
+            // count and bridge are the same size; the CNI rows run after the attach ones).
+            let cni = if label.is_empty() { "" } else { " + 1 port" };
+            if let (Some(add), Some(del)) = (
+                find(&format!("CNI ADD{cni}: ferrynet")),
+                find(&format!("CNI DEL{cni}: ferrynet")),
+            ) {
+                println!(
+                    "- CNI ADD{cni}: ferrynet {add:.2} ms vs the same floor {floor:.2} ms: **{:.2}x**; CNI DEL{cni} {del:.2} ms: **{:.2}x** the veth-delete floor",
+                    add / floor,
+                    del / (fd + ms(spawn))
+                );
+            }
         }
     }
 }
