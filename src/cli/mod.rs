@@ -30,6 +30,15 @@ use crate::network::{validate_id, StateDir};
     about = "Container networking over Linux bridges"
 )]
 struct Cli {
+    #[command(flatten)]
+    dirs: DirArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where ferrynet keeps its state: every command takes these.
+#[derive(clap::Args)]
+struct DirArgs {
     /// Configuration directory (network definitions) [default: /var/lib/ferrynet].
     #[arg(long, global = true, env = "FERRYNET_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -37,8 +46,40 @@ struct Cli {
     /// --state-dir is given].
     #[arg(long, global = true, env = "FERRYNET_RUN_DIR")]
     run_dir: Option<PathBuf>,
+}
+
+/// The per-container commands alone, parsed without building the whole command tree:
+/// clap builds every subcommand's arguments before it parses (~280 us here for all of
+/// ferrynet's, on every attach a runtime or script starts). Same arguments, same help.
+#[derive(Parser)]
+#[command(name = "ferrynet", version)]
+struct ContainerCli {
+    #[command(flatten)]
+    dirs: DirArgs,
     #[command(subcommand)]
-    command: Command,
+    command: ContainerCommand,
+}
+
+#[derive(Subcommand)]
+enum ContainerCommand {
+    /// Attach a network namespace to a network; prints the endpoint as JSON.
+    Attach(AttachArgs),
+    /// Detach a network namespace from a network (idempotent; the namespace may be gone).
+    Detach(DetachArgs),
+}
+
+/// The subcommand's name: the first argument that is neither a global option nor its value.
+fn subcommand_name(args: &[std::ffi::OsString]) -> Option<&str> {
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        let a = a.to_str()?;
+        if a == "--state-dir" || a == "--run-dir" {
+            rest.next();
+        } else if !a.starts_with("--state-dir=") && !a.starts_with("--run-dir=") {
+            return Some(a);
+        }
+    }
+    None
 }
 
 #[derive(Subcommand)]
@@ -149,9 +190,20 @@ struct DetachArgs {
 
 pub fn main() -> ExitCode {
     let timer = crate::util::StepTimer::new("cli");
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if matches!(subcommand_name(&args), Some("attach" | "detach")) {
+        let cli = ContainerCli::parse_from(args);
+        timer.mark("arguments parsed");
+        let state = StateDir::resolve(cli.dirs.state_dir, cli.dirs.run_dir);
+        let result = match cli.command {
+            ContainerCommand::Attach(a) => attach(&state, a),
+            ContainerCommand::Detach(a) => detach(&state, a),
+        };
+        return exit(result.map(|_| ExitCode::SUCCESS));
+    }
+    let cli = Cli::parse_from(args);
     timer.mark("arguments parsed");
-    let state = StateDir::resolve(cli.state_dir, cli.run_dir);
+    let state = StateDir::resolve(cli.dirs.state_dir, cli.dirs.run_dir);
     let result = match cli.command {
         Command::Network(cmd) => network::run(&state, cmd).map(|_| ExitCode::SUCCESS),
         Command::Attach(a) => attach(&state, a).map(|_| ExitCode::SUCCESS),
@@ -168,6 +220,10 @@ pub fn main() -> ExitCode {
         Command::Trace(a) => trace::run(a, &state),
         Command::Topology(a) => trace::topology(a, &state).map(|_| ExitCode::SUCCESS),
     };
+    exit(result)
+}
+
+fn exit(result: Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
