@@ -583,6 +583,12 @@ fn bench_quick_harness_runs_and_writes_its_table_json_and_chart() {
         "- dual-stack/IPv4 attach: ",
         "cross-host pod to pod, vxlan",
         "cross-host pod to pod, bgp",
+        // Every cross-host row's reference, and the kernel-alone path beside host-gw and
+        // vxlan.
+        "| raw underlay (two plain namespaces) |",
+        "the same path with the kernel alone (bridges and routes, no ferrynet)",
+        "the same path with the kernel alone (bridges and VXLAN, no ferrynet)",
+        "- CNI ADD: ferrynet ",
         "cross-host pod to pod, vxlan (IPv6)",
         "cross-host pod to pod, bgp (BIRD, full mesh) (IPv6)",
         "same-host pod to pod (bridge) (IPv6)",
