@@ -12,6 +12,7 @@ mod cni;
 mod kernel_path;
 mod policy;
 mod policy_cross;
+mod throughput;
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -555,7 +556,7 @@ fn firewall_rows(runs: usize) -> Result<Vec<Row>> {
 
 fn cluster_table(quick: bool) -> Result<()> {
     let rounds = if quick { 1 } else { 5 };
-    let (tp, rtts) = cluster::throughput(rounds)?;
+    let (tp, rtts) = throughput::throughput(rounds)?;
     let joins = if quick { 2 } else { 5 };
     let conv = cluster::convergence(20, joins, BackendKind::Vxlan)?;
     let conv_bgp = cluster::convergence(20, joins, BackendKind::Bgp)?;

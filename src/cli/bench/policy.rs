@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::cluster::{iperf_on, IPERF_PORT};
+use super::throughput::{iperf_on, IPERF_PORT};
 use super::{cni, in_netns, progress, stats, time_output, Row, Scenario, BATCH};
 use crate::network::StateDir;
 
