@@ -58,13 +58,16 @@ impl PolicySync {
 
     /// One pass, when something changed since the last: publish, then enforce.
     pub(super) fn run(&mut self, store: &mut dyn Store, revision: u64) {
+        let looked = SystemTime::now();
         let dirs = self.directories();
         if self.seen.as_ref() == Some(&(revision, dirs.clone())) {
             return;
         }
         match self.sync(store) {
             Ok(()) => {
-                self.seen = Some((revision, dirs));
+                // A directory changed within a clock tick of the look may change again
+                // with the same mtime, after the records were read: look again next pass.
+                self.seen = settled(&dirs, looked).then_some((revision, dirs));
                 if self.last_error.take().is_some() {
                     tracing::info!("network policy in force again");
                 }
@@ -107,6 +110,20 @@ impl PolicySync {
     }
 }
 
+/// How long after a change a directory's mtime is trusted to show the next one: file times
+/// come from the kernel's coarse clock (a scheduler tick, up to 10 ms) on kernels before
+/// 6.13's fine-grained timestamps, so two changes within one tick can share an mtime.
+const MTIME_GRAIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Whether every directory's mtime is older than `looked` by more than [`MTIME_GRAIN`].
+fn settled(dirs: &[(PathBuf, SystemTime)], looked: SystemTime) -> bool {
+    dirs.iter().all(|(_, mtime)| {
+        looked
+            .duration_since(*mtime)
+            .is_ok_and(|age| age > MTIME_GRAIN)
+    })
+}
+
 /// Logs every denied packet of a policy that logs its drops, from a thread of its own (it
 /// ends with the process). The group is bound here, so that a reader already holding it is
 /// an error at start.
@@ -130,4 +147,30 @@ pub(super) fn log_drops() -> Result<(), super::AgentError> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_directory_changed_within_the_clock_grain_is_looked_at_again() {
+        let now = SystemTime::now();
+        let dir = |age: Duration| (PathBuf::from("/x"), now - age);
+        assert!(settled(&[dir(Duration::from_millis(500))], now));
+        assert!(settled(&[], now));
+        assert!(!settled(
+            &[
+                dir(Duration::from_millis(500)),
+                dir(Duration::from_millis(3))
+            ],
+            now
+        ));
+        // An mtime after the look (a change while looking, or a clock step) is not settled.
+        assert!(!settled(
+            &[(PathBuf::from("/x"), now + Duration::from_millis(5))],
+            now
+        ));
+    }
 }
