@@ -19,7 +19,9 @@ pub(super) fn next_hop(ep: &Endpoint, r: &RouteSpec) -> Option<IpAddr> {
 /// Inside the container's namespace: addresses (IPv6 ones, the link-local first, without
 /// DAD, so they are usable the moment attach returns), up with no address of the kernel's
 /// own making, lo up, routes. Returns (container ifindex, host veth ifindex).
-pub(super) fn configure_container(ep: &Endpoint) -> Result<(u32, u32), DriverError> {
+/// Returns the container interface's index, its peer's, and the netlink handle of the
+/// container's namespace (it stays bound to that namespace after the thread leaves it).
+pub(super) fn configure_container(ep: &Endpoint) -> Result<(u32, u32, Handle), DriverError> {
     let mut h = Handle::new().map_err(nl("open netlink in container"))?;
     let link = h
         .link_by_name(&ep.ifname)
@@ -74,7 +76,7 @@ pub(super) fn configure_container(ep: &Endpoint) -> Result<(u32, u32), DriverErr
             _ => {}
         }
     }
-    Ok((link.index, host_index))
+    Ok((link.index, host_index, h))
 }
 
 /// Inside the container's namespace: what [`Driver::verify`](super::Driver::verify) checks

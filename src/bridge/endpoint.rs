@@ -248,7 +248,8 @@ impl Driver {
         timer.mark("veth created");
         failpoint::hit("attach.veth")?;
 
-        let (container_index, host_index) = ns.run_here(|| configure_container(ep))??;
+        let (container_index, host_index, mut in_container) =
+            ns.run_here(|| configure_container(ep))??;
         ep.container_ifindex = Some(container_index);
         ep.host_ifindex = Some(host_index);
         timer.mark("container configured");
@@ -272,6 +273,8 @@ impl Driver {
         }
         timer.mark("firewall elements added");
         failpoint::hit("attach.ports")?;
+        wait_until_running(&mut in_container, container_index);
+        timer.mark("container interface running");
         Ok(())
     }
 
@@ -643,4 +646,20 @@ pub struct GcReport {
     pub addresses: Vec<String>,
     pub veths: Vec<String>,
     pub ports: Vec<PortMapping>,
+}
+
+/// Waits (briefly) until the container's interface can send. It came up before its peer, so
+/// without carrier: the kernel then defers activating its queue to the link watcher, which runs
+/// asynchronously once the host end comes up, and until then everything sent is dropped (the
+/// noop qdisc). A container that sent at once lost its first ARP request and waited for the
+/// retry a second later (measured in the policy bench: ~1 in 10 new pods probing right after
+/// attach). The link watcher sets operstate up in the same pass. Best effort: a link watcher
+/// slower than the bound is not an error.
+fn wait_until_running(h: &mut Handle, index: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    while !matches!(h.link_by_index(index), Ok(Some(l)) if l.oper_up)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
 }

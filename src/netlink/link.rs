@@ -24,6 +24,10 @@ pub struct Link {
     /// namespace knows that one by (see [`Handle::nsid_of`]).
     pub peer_netnsid: Option<i32>,
     pub kind: Option<String>,
+    /// IFLA_OPERSTATE is up: the kernel's link watcher has seen the carrier (and activated
+    /// the device's queue: until then a device that came up without carrier drops what it is
+    /// given to send).
+    pub oper_up: bool,
 }
 
 /// A veth pair whose peer is created directly in another namespace (moving it afterwards
@@ -261,6 +265,7 @@ fn parse_link(r: &Reply) -> Result<Link, NetlinkError> {
         peer_index: None,
         peer_netnsid: None,
         kind: None,
+        oper_up: false,
     };
     for (kind, data) in attrs(&p[16..]) {
         match kind {
@@ -268,6 +273,7 @@ fn parse_link(r: &Reply) -> Result<Link, NetlinkError> {
             IFLA_MTU => link.mtu = attr_u32(data).unwrap_or(0),
             IFLA_ADDRESS => link.mac = mac_of(data),
             IFLA_MASTER => link.master = attr_u32(data),
+            IFLA_OPERSTATE => link.oper_up = data.first() == Some(&IF_OPER_UP),
             IFLA_LINK => link.peer_index = attr_u32(data),
             IFLA_LINK_NETNSID => link.peer_netnsid = attr_u32(data).map(|v| v as i32),
             IFLA_LINKINFO => {

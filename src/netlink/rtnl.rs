@@ -30,6 +30,9 @@ pub(super) const IFLA_IFNAME: u16 = 3;
 pub(super) const IFLA_MTU: u16 = 4;
 pub(super) const IFLA_LINK: u16 = 5;
 pub(super) const IFLA_MASTER: u16 = 10;
+pub(super) const IFLA_OPERSTATE: u16 = 16;
+/// RFC 2863 operational state "up" (linux/if.h IF_OPER_UP).
+pub(super) const IF_OPER_UP: u8 = 6;
 pub(super) const IFLA_LINKINFO: u16 = 18;
 pub(super) const IFLA_AF_SPEC: u16 = 26;
 pub(super) const IFLA_NET_NS_FD: u16 = 28;
