@@ -87,10 +87,8 @@ enum Command {
     /// Create, list, inspect and remove networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
-    /// Attach a network namespace to a network; prints the endpoint as JSON.
-    Attach(AttachArgs),
-    /// Detach a network namespace from a network (idempotent; the namespace may be gone).
-    Detach(DetachArgs),
+    #[command(flatten)]
+    Container(ContainerCommand),
     /// Run a command in a new network namespace attached to a network.
     Run(run::RunArgs),
     /// Build a throwaway host, two containers and an outside world; show how packets flow.
@@ -195,19 +193,14 @@ pub fn main() -> ExitCode {
         let cli = ContainerCli::parse_from(args);
         timer.mark("arguments parsed");
         let state = StateDir::resolve(cli.dirs.state_dir, cli.dirs.run_dir);
-        let result = match cli.command {
-            ContainerCommand::Attach(a) => attach(&state, a),
-            ContainerCommand::Detach(a) => detach(&state, a),
-        };
-        return exit(result.map(|_| ExitCode::SUCCESS));
+        return exit(container(&state, cli.command).map(|_| ExitCode::SUCCESS));
     }
     let cli = Cli::parse_from(args);
     timer.mark("arguments parsed");
     let state = StateDir::resolve(cli.dirs.state_dir, cli.dirs.run_dir);
     let result = match cli.command {
         Command::Network(cmd) => network::run(&state, cmd).map(|_| ExitCode::SUCCESS),
-        Command::Attach(a) => attach(&state, a).map(|_| ExitCode::SUCCESS),
-        Command::Detach(a) => detach(&state, a).map(|_| ExitCode::SUCCESS),
+        Command::Container(c) => container(&state, c).map(|_| ExitCode::SUCCESS),
         Command::Run(a) => run::run(&state, a),
         Command::Demo(a) => demo::run(a).map(|_| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).map(|_| ExitCode::SUCCESS),
@@ -221,6 +214,13 @@ pub fn main() -> ExitCode {
         Command::Topology(a) => trace::topology(a, &state).map(|_| ExitCode::SUCCESS),
     };
     exit(result)
+}
+
+fn container(state: &StateDir, command: ContainerCommand) -> Result<()> {
+    match command {
+        ContainerCommand::Attach(a) => attach(state, a),
+        ContainerCommand::Detach(a) => detach(state, a),
+    }
 }
 
 fn exit(result: Result<ExitCode>) -> ExitCode {

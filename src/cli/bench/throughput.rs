@@ -301,17 +301,17 @@ pub fn throughput(rounds: usize) -> Result<(Vec<ThroughputRow>, Vec<RttRow>)> {
             }
             for &streams in f.streams {
                 let kernel_here = kernel.as_ref().filter(|_| family.is_empty());
-                let m = alternate_all(
-                    rounds,
-                    &mut [
-                        &mut || iperf(&rb, &ra, underlay_b, streams),
-                        &mut || iperf(&pb.ns, &pa.ns, ipb, streams),
-                        &mut || match kernel_here {
-                            Some((k, _)) => iperf(&k.pod_b, &k.pod_a, k.far_pod, streams),
-                            None => Ok(0.0),
-                        },
-                    ],
-                )?;
+                let mut reference = || iperf(&rb, &ra, underlay_b, streams);
+                let mut pods = || iperf(&pb.ns, &pa.ns, ipb, streams);
+                let kernel_alone =
+                    |k: &kernel_path::KernelPath| iperf(&k.pod_b, &k.pod_a, k.far_pod, streams);
+                let m = match kernel_here {
+                    Some((k, _)) => alternate_all(
+                        rounds,
+                        &mut [&mut reference, &mut pods, &mut || kernel_alone(k)],
+                    )?,
+                    None => alternate_all(rounds, &mut [&mut reference, &mut pods])?,
+                };
                 rows.push(ThroughputRow {
                     path: format!("cross-host pod to pod, {name}{family}"),
                     streams,
