@@ -267,7 +267,7 @@ fn floor_attach(
         peer_mac: Some(mac),
         mtu: 1500,
         master: Some(bridge),
-        big_packets: Some(crate::network::BIG_TCP_SIZE),
+        big_packets: None,
     })?;
     let host_index = c.run(|| -> Result<u32> {
         let mut h = Handle::new()?;
